@@ -1,0 +1,265 @@
+//! The sqlx store behind the catalog. SQLite (embedded, WAL) here; the same tables work
+//! on Postgres when several provider replicas share one catalog.
+//!
+//! Public metadata and private locations live in separate tables, so no query that
+//! serves metadata can select a location by accident.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use insitu_ledger::Did;
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::ddo::{DataFormat, Ddo, StorageLocation};
+use crate::error::{CatalogError, Result, db};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS assets (
+        did TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        ddo TEXT NOT NULL,
+        metadata_hash TEXT NOT NULL,
+        registered INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS asset_locations (
+        did TEXT PRIMARY KEY REFERENCES assets(did) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        format TEXT NOT NULL,
+        schema_ipc BLOB NOT NULL
+    )",
+];
+
+/// An asset as stored: its DDO and whether its on-chain registration has completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAsset {
+    pub ddo: Ddo,
+    pub version: i64,
+    pub registered: bool,
+}
+
+/// The provider's asset store.
+#[derive(Debug, Clone)]
+pub struct AssetStore {
+    pool: SqlitePool,
+}
+
+impl AssetStore {
+    /// Opens (creating if needed) a SQLite catalog, e.g. `sqlite:///var/lib/insitu/catalog.db`
+    /// or `sqlite::memory:`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(db("parsing the catalog database URL"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await
+            .map_err(db("opening the catalog database"))?;
+        for stmt in SCHEMA {
+            sqlx::query(*stmt)
+                .execute(&pool)
+                .await
+                .map_err(db("creating the catalog tables"))?;
+        }
+        Ok(AssetStore { pool })
+    }
+
+    /// Records a new asset before it is registered on chain, so that a failed
+    /// registration leaves a row to retry or remove rather than a file nobody knows of.
+    pub async fn insert(&self, ddo: &Ddo, location: &StorageLocation) -> Result<()> {
+        ddo.validate()?;
+        let did = ddo.did.to_string();
+        let json = serde_json::to_string(ddo).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        let hash = ddo.metadata_hash()?.to_string();
+        let mut tx = self.pool.begin().await.map_err(db("starting a transaction"))?;
+        let exists = sqlx::query("SELECT 1 FROM assets WHERE did = ?")
+            .bind(&did)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("checking for an existing asset"))?;
+        if exists.is_some() {
+            return Err(CatalogError::Exists(did));
+        }
+        sqlx::query(
+            "INSERT INTO assets (did, version, ddo, metadata_hash, registered, updated_at)
+             VALUES (?, 1, ?, ?, 0, ?)",
+        )
+        .bind(&did)
+        .bind(&json)
+        .bind(&hash)
+        .bind(ddo.created_at as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("inserting the asset"))?;
+        sqlx::query("INSERT INTO asset_locations (did, url, format, schema_ipc) VALUES (?, ?, ?, ?)")
+            .bind(&did)
+            .bind(&location.url)
+            .bind(location.format.as_str())
+            .bind(&location.schema_ipc)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("inserting the asset location"))?;
+        tx.commit().await.map_err(db("committing the asset"))?;
+        Ok(())
+    }
+
+    /// Marks an asset as registered on chain.
+    pub async fn mark_registered(&self, did: Did) -> Result<()> {
+        let done = sqlx::query("UPDATE assets SET registered = 1 WHERE did = ?")
+            .bind(did.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db("marking the asset registered"))?;
+        if done.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(did.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Removes an asset (used when its on-chain registration failed).
+    pub async fn remove(&self, did: Did) -> Result<()> {
+        sqlx::query("DELETE FROM assets WHERE did = ?")
+            .bind(did.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db("removing the asset"))?;
+        Ok(())
+    }
+
+    /// The public metadata of an asset.
+    pub async fn get(&self, did: Did) -> Result<Option<StoredAsset>> {
+        let row = sqlx::query("SELECT ddo, version, registered FROM assets WHERE did = ?")
+            .bind(did.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the asset"))?;
+        row.map(|r| stored_from_row(&r, did)).transpose()
+    }
+
+    /// Every asset, newest first.
+    pub async fn list(&self) -> Result<Vec<StoredAsset>> {
+        let rows = sqlx::query("SELECT did, ddo, version, registered FROM assets ORDER BY updated_at DESC")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing assets"))?;
+        rows.iter()
+            .map(|r| {
+                let did: String = r.get("did");
+                let did = did.parse::<Did>().map_err(|e| CatalogError::Corrupt {
+                    did: did.clone(),
+                    detail: e.to_string(),
+                })?;
+                stored_from_row(r, did)
+            })
+            .collect()
+    }
+
+    /// The private storage location of an asset. Only the provider's own serving path
+    /// calls this.
+    pub async fn location(&self, did: Did) -> Result<Option<StorageLocation>> {
+        let row = sqlx::query("SELECT url, format, schema_ipc FROM asset_locations WHERE did = ?")
+            .bind(did.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the asset location"))?;
+        row.map(|r| {
+            let format: String = r.get("format");
+            let format = match format.as_str() {
+                "parquet" => DataFormat::Parquet,
+                "csv" => DataFormat::Csv,
+                other => {
+                    return Err(CatalogError::Corrupt {
+                        did: did.to_string(),
+                        detail: format!("unknown format {other}"),
+                    });
+                }
+            };
+            Ok(StorageLocation {
+                url: r.get("url"),
+                format,
+                schema_ipc: r.get("schema_ipc"),
+            })
+        })
+        .transpose()
+    }
+}
+
+fn stored_from_row(r: &sqlx::sqlite::SqliteRow, did: Did) -> Result<StoredAsset> {
+    let json: String = r.get("ddo");
+    let ddo: Ddo = serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt {
+        did: did.to_string(),
+        detail: e.to_string(),
+    })?;
+    let registered: i64 = r.get("registered");
+    Ok(StoredAsset {
+        ddo,
+        version: r.get("version"),
+        registered: registered != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ddo::{Column, DdoService};
+    use alloy::primitives::{Address, B256, U256};
+    use insitu_ledger::{ServiceOffer, ServiceType};
+
+    fn ddo() -> Ddo {
+        Ddo {
+            did: Did(B256::repeat_byte(7)),
+            chain_id: 31337,
+            owner: Address::repeat_byte(1),
+            provider: Address::repeat_byte(1),
+            name: "lineitem".into(),
+            description: "TPC-H lineitem".into(),
+            tags: vec!["tpch".into()],
+            format: DataFormat::Parquet,
+            schema: vec![Column {
+                name: "l_orderkey".into(),
+                data_type: "Int64".into(),
+                nullable: false,
+            }],
+            row_count: Some(10),
+            byte_size: Some(100),
+            services: vec![DdoService {
+                index: 0,
+                offer: ServiceOffer {
+                    service_type: ServiceType::Download,
+                    token: None,
+                    price: U256::ZERO,
+                    access_duration: 3600,
+                    fulfill_timeout: 600,
+                },
+            }],
+            created_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn public_metadata_and_private_location_round_trip_separately() {
+        let store = AssetStore::open("sqlite::memory:").await.expect("open");
+        let loc = StorageLocation {
+            url: "file:///secret/path/data.parquet".into(),
+            format: DataFormat::Parquet,
+            schema_ipc: vec![1, 2, 3],
+        };
+        store.insert(&ddo(), &loc).await.expect("insert");
+        let got = store.get(ddo().did).await.expect("get").expect("present");
+        assert_eq!(got.ddo, ddo());
+        assert!(!got.registered);
+        let json = serde_json::to_string(&got.ddo).expect("json");
+        assert!(!json.contains("secret"), "DDO must not carry the location");
+        assert_eq!(store.location(ddo().did).await.expect("loc"), Some(loc.clone()));
+        assert!(!format!("{loc:?}").contains("secret"));
+        assert!(matches!(store.insert(&ddo(), &loc).await, Err(CatalogError::Exists(_))));
+        store.mark_registered(ddo().did).await.expect("mark");
+        assert!(store.get(ddo().did).await.expect("get").expect("p").registered);
+    }
+}

@@ -1,0 +1,49 @@
+//! Errors of the flight server, and the one place they become `tonic::Status`.
+
+use insitu_policy::DenyReason;
+use tonic::Status;
+
+/// Everything a Flight call can fail with. Messages are safe to show to the client: they
+/// name assets and agreements, never storage URLs or internal paths.
+#[derive(Debug, thiserror::Error)]
+pub enum FlightError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Denied(DenyReason),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid ticket: {0}")]
+    InvalidTicket(String),
+    #[error("asset {0} is not served by this provider")]
+    UnknownAsset(String),
+    /// A storage or decoding failure. The detail is logged, not sent.
+    #[error("reading asset {did} failed")]
+    Storage { did: String, detail: String },
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = FlightError> = std::result::Result<T, E>;
+
+impl From<FlightError> for Status {
+    fn from(e: FlightError) -> Status {
+        match &e {
+            FlightError::Unauthenticated(m) => Status::unauthenticated(m.clone()),
+            FlightError::Denied(r) if r.is_unavailable() => Status::unavailable(r.to_string()),
+            FlightError::Denied(r) => Status::permission_denied(r.to_string()),
+            FlightError::InvalidRequest(_) => Status::invalid_argument(e.to_string()),
+            FlightError::InvalidTicket(_) => Status::permission_denied(e.to_string()),
+            FlightError::UnknownAsset(_) => Status::not_found(e.to_string()),
+            FlightError::Storage { did, detail } => {
+                tracing::error!(%did, %detail, "storage failure");
+                Status::internal(e.to_string())
+            }
+            FlightError::Internal(detail) => {
+                tracing::error!(%detail, "internal failure");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! # insitu-policy
+//!
+//! The one door every request goes through. The flight server (downloads and queries),
+//! `DoAction`, compute and federated jobs all call [`PolicyEngine::decide`]; there is no
+//! second, weaker path. A decision runs: token verification (stateless, EIP-712) →
+//! entitlement from the ledger (agreement, lock, window, confirmations) → fulfilment on
+//! first use → a [`Grant`] carrying what the service may do. Every decision, allow or
+//! deny, is appended to the [`AuditLog`].
+//!
+//! Failure modes are closed: if the chain or the audit log cannot answer, the answer is
+//! a denial that says why.
+
+mod audit;
+mod cache;
+mod decision;
+mod engine;
+mod error;
+mod token;
+
+pub use audit::{AuditLog, AuditRecord, JsonlAuditLog, MemoryAuditLog};
+pub use decision::{Action, Decision, DenyReason, Grant};
+pub use engine::{PolicyEngine, PolicyEngineBuilder};
+pub use error::{PolicyError, Result};
+pub use token::{AccessClaims, Principal, TokenVerifier, TokenVerifierBuilder, sign_access_token};

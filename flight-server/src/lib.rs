@@ -14,8 +14,10 @@
 
 pub mod auth;
 mod builder;
+pub mod client;
 mod descriptor;
 mod error;
+pub mod publish;
 mod service;
 mod source;
 pub mod ticket;

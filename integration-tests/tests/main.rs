@@ -1,1 +1,10 @@
+//! The one integration-test binary (one binary keeps CI's link time down). Each module is
+//! a suite; `attacks/` holds one test per attack of SECURITY.md, so the suite reads as
+//! the list of what insitu resists.
 
+mod attacks;
+mod bad_input;
+mod common;
+mod flows;
+mod python_client;
+mod refund;

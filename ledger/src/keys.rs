@@ -67,10 +67,14 @@ fn read_env(var: &str, what: &str) -> Result<Secret> {
 
 /// Parses a hex private key (with or without 0x).
 pub fn signer_from_hex(key: &Secret) -> Result<PrivateKeySigner> {
-    key.expose()
-        .trim()
+    let text = key.expose().trim();
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    digits
         .parse::<PrivateKeySigner>()
-        .map_err(|_| LedgerError::Key("not a valid hex private key (64 hex digits)".into()))
+        .map_err(|e| {
+            tracing::debug!(error = %e, "private key parse failed");
+            LedgerError::Key("not a valid hex private key (64 hex digits)".into())
+        })
 }
 
 /// Derives account `index` of a mnemonic on the standard Ethereum path.
@@ -118,6 +122,16 @@ mod tests {
             signer.address().to_string(),
             "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
         );
+    }
+
+    #[test]
+    fn private_keys_parse_with_or_without_0x() {
+        let random = PrivateKeySigner::random();
+        let k = alloy::hex::encode(random.to_bytes());
+        let a = signer_from_hex(&Secret::new(k)).expect("bare");
+        let b = signer_from_hex(&Secret::new(format!("0x{k}"))).expect("prefixed");
+        assert_eq!(a.address(), b.address());
+        assert_eq!(a.address(), random.address());
     }
 
     #[test]

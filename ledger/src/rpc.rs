@@ -37,6 +37,7 @@ pub struct RpcLedger {
     retry: RetryPolicy,
     endpoint: String,
     tx_timeout: Duration,
+    send_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Builder for [`RpcLedger`].
@@ -108,8 +109,16 @@ impl RpcLedgerBuilder {
             .contracts
             .ok_or_else(|| LedgerError::Invalid("contract addresses are required".into()))?;
         let account = self.signer.as_ref().map(|s| s.address());
+        // Nonces are asked of the node for every transaction rather than cached: the
+        // provider key is also used by other processes (`insitu publish`, a second
+        // replica), and a cached nonce goes stale the moment they send. Sends within this
+        // process are serialised by `send_lock` so they cannot pick the same nonce.
         let provider = match self.signer {
             Some(signer) => ProviderBuilder::new()
+                .disable_recommended_fillers()
+                .with_gas_estimation()
+                .with_simple_nonce_management()
+                .fetch_chain_id()
                 .wallet(EthereumWallet::from(signer))
                 .connect_http(url)
                 .erased(),
@@ -142,6 +151,7 @@ impl RpcLedgerBuilder {
             retry,
             endpoint,
             tx_timeout: self.tx_timeout,
+            send_lock: Default::default(),
         })
     }
 }
@@ -281,10 +291,12 @@ impl Ledger for RpcLedger {
             services,
         );
         let action = "registering the asset";
+        let guard = self.send_lock.lock().await;
         let pending = call
             .send()
             .await
             .map_err(|e| fatal_or_unavailable(&self.endpoint, action, e))?;
+        drop(guard);
         let (outcome, _) = self.finish(action, pending).await?;
         let did = Did::derive(owner, asset.seed);
         Ok((did, outcome))
@@ -322,11 +334,13 @@ impl Ledger for RpcLedger {
         self.signer_account("updating metadata")?;
         let action = "updating the metadata hash";
         let registry = self.registry();
+        let guard = self.send_lock.lock().await;
         let pending = registry
             .setMetadata(did.0, metadata_hash, url)
             .send()
             .await
             .map_err(|e| fatal_or_unavailable(&self.endpoint, action, e))?;
+        drop(guard);
         Ok(self.finish(action, pending).await?.0)
     }
 
@@ -365,11 +379,13 @@ impl Ledger for RpcLedger {
                     .await?;
                 if allowance < service.price {
                     let action = "approving the payment token";
+                    let guard = self.send_lock.lock().await;
                     let pending = token
                         .approve(self.contracts.agreements, service.price)
                         .send()
                         .await
                         .map_err(|e| fatal_or_unavailable(&self.endpoint, action, e))?;
+                    drop(guard);
                     approval = Some(self.finish(action, pending).await?.0);
                 }
             }
@@ -377,12 +393,14 @@ impl Ledger for RpcLedger {
         };
         let action = "placing the order";
         let manager = self.manager();
+        let guard = self.send_lock.lock().await;
         let pending = manager
             .order(did.0, U256::from(service_index))
             .value(value)
             .send()
             .await
             .map_err(|e| fatal_or_unavailable(&self.endpoint, action, e))?;
+        drop(guard);
         let (tx, receipt) = self.finish(action, pending).await?;
         let event = receipt
             .decoded_log::<AgreementManager::Ordered>()
@@ -453,11 +471,13 @@ impl Ledger for RpcLedger {
         self.signer_account("fulfilling")?;
         let action = format!("fulfilling agreement {}", agreement.id);
         let manager = self.manager();
+        let guard = self.send_lock.lock().await;
         let pending = manager
             .fulfill(agreement.id.0, agreement.terms.to_sol())
             .send()
             .await
             .map_err(|e| fatal_or_unavailable(&self.endpoint, &action, e))?;
+        drop(guard);
         Ok(self.finish(&action, pending).await?.0)
     }
 
@@ -465,11 +485,13 @@ impl Ledger for RpcLedger {
         self.signer_account("refunding")?;
         let action = format!("refunding agreement {}", agreement.id);
         let manager = self.manager();
+        let guard = self.send_lock.lock().await;
         let pending = manager
             .refund(agreement.id.0, agreement.terms.to_sol())
             .send()
             .await
             .map_err(|e| fatal_or_unavailable(&self.endpoint, &action, e))?;
+        drop(guard);
         Ok(self.finish(&action, pending).await?.0)
     }
 

@@ -21,4 +21,7 @@ pub use audit::{AuditLog, AuditRecord, JsonlAuditLog, MemoryAuditLog};
 pub use decision::{Action, Decision, DenyReason, Grant};
 pub use engine::{PolicyEngine, PolicyEngineBuilder};
 pub use error::{PolicyError, Result};
-pub use token::{AccessClaims, Principal, TokenVerifier, TokenVerifierBuilder, sign_access_token};
+pub use token::{
+    AccessClaims, AccessToken, Principal, TokenVerifier, TokenVerifierBuilder, decode_token,
+    encode_token, sign_access_token,
+};

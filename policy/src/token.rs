@@ -75,10 +75,38 @@ pub fn sign_access_token(signer: &PrivateKeySigner, claims: &AccessClaims) -> Re
     let sig = signer
         .sign_hash_sync(&hash)
         .map_err(|e| PolicyError::Signing(e.to_string()))?;
+    Ok(encode_token(&token, &sig))
+}
+
+/// The wire form of a signed token: `base64url(version ‖ abi.encode(token) ‖ signature)`.
+/// Public so that clients in other languages have a reference implementation to test
+/// against.
+pub fn encode_token(token: &AccessToken, sig: &Signature) -> String {
     let mut wire = vec![WIRE_VERSION];
     wire.extend_from_slice(&token.abi_encode());
     wire.extend_from_slice(&sig.as_bytes());
-    Ok(URL_SAFE_NO_PAD.encode(wire))
+    URL_SAFE_NO_PAD.encode(wire)
+}
+
+/// Splits a bearer string into the token and its signature, without verifying anything.
+pub fn decode_token(bearer: &str) -> Result<(AccessToken, Signature)> {
+    if bearer.len() > MAX_TOKEN_CHARS {
+        return Err(invalid("token is too long"));
+    }
+    let wire = URL_SAFE_NO_PAD
+        .decode(bearer.trim())
+        .map_err(|_| invalid("token is not base64url"))?;
+    let (version, rest) = wire.split_first().ok_or_else(|| invalid("token is empty"))?;
+    if *version != WIRE_VERSION {
+        return Err(invalid(format!("unsupported token version {version}")));
+    }
+    if rest.len() < 65 {
+        return Err(invalid("token is truncated"));
+    }
+    let (body, sig_bytes) = rest.split_at(rest.len() - 65);
+    let token = AccessToken::abi_decode(body).map_err(|_| invalid("token body is malformed"))?;
+    let sig = Signature::from_raw(sig_bytes).map_err(|_| invalid("token signature is malformed"))?;
+    Ok((token, sig))
 }
 
 /// The authenticated caller of a request, as proven by a verified token.
@@ -160,22 +188,7 @@ impl TokenVerifier {
 
     /// Verifies `bearer` at wall-clock time `now` (unix seconds).
     pub fn verify(&self, bearer: &str, now: u64) -> Result<Principal> {
-        if bearer.len() > MAX_TOKEN_CHARS {
-            return Err(invalid("token is too long"));
-        }
-        let wire = URL_SAFE_NO_PAD
-            .decode(bearer.trim())
-            .map_err(|_| invalid("token is not base64url"))?;
-        let (version, rest) = wire.split_first().ok_or_else(|| invalid("token is empty"))?;
-        if *version != WIRE_VERSION {
-            return Err(invalid(format!("unsupported token version {version}")));
-        }
-        if rest.len() < 65 {
-            return Err(invalid("token is truncated"));
-        }
-        let (body, sig_bytes) = rest.split_at(rest.len() - 65);
-        let token = AccessToken::abi_decode(body).map_err(|_| invalid("token body is malformed"))?;
-        let sig = Signature::from_raw(sig_bytes).map_err(|_| invalid("token signature is malformed"))?;
+        let (token, sig) = decode_token(bearer)?;
 
         // The domain is ours, not the token's: a token for another chain or deployment
         // recovers to a different address and fails the consumer check below.

@@ -1,0 +1,270 @@
+//! Command-line arguments. Every option can also come from an `INSITU_*` environment
+//! variable, so scripts and containers need no flags.
+
+use std::path::PathBuf;
+
+use alloy::primitives::Address;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "insitu",
+    version,
+    about = "Share and sell data without giving it up: agreement-gated Arrow Flight on an EVM chain"
+)]
+pub struct Cli {
+    /// More logging (-v, -vv). INSITU_LOG overrides with a tracing filter.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or import signing keys (encrypted keystore files).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Development helpers: deploy contracts, mint test tokens.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Run a provider: the gated Flight server.
+    Serve(ServeArgs),
+    /// Publish a Parquet or CSV file as an asset (provider).
+    Publish(PublishArgs),
+    /// Order a service of an asset, locking its price in escrow (consumer).
+    Order(OrderArgs),
+    /// Print a bearer token for a provider (consumer).
+    Token(TokenArgs),
+    /// Download an asset you hold an agreement for (consumer).
+    Get(GetArgs),
+    /// Show an agreement as the chain sees it.
+    Status(StatusArgs),
+    /// Take back the payment of an agreement the provider never fulfilled (consumer).
+    Refund(StatusArgs),
+}
+
+/// Which chain and contracts.
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// JSON-RPC endpoint of the chain.
+    #[arg(long, env = "INSITU_RPC_URL", default_value = "http://127.0.0.1:8545")]
+    pub rpc_url: String,
+    /// Expected chain id; the node is refused if it differs.
+    #[arg(long, env = "INSITU_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// AssetRegistry contract address.
+    #[arg(long, env = "INSITU_REGISTRY")]
+    pub registry: Option<Address>,
+    /// AgreementManager contract address.
+    #[arg(long, env = "INSITU_AGREEMENTS")]
+    pub agreements: Option<Address>,
+    /// Blocks an order needs before it is trusted.
+    #[arg(long, env = "INSITU_CONFIRMATIONS", default_value_t = 1)]
+    pub confirmations: u64,
+    /// First block to scan for agreement events (the contracts' deployment block).
+    #[arg(long, env = "INSITU_FROM_BLOCK", default_value_t = 0)]
+    pub from_block: u64,
+}
+
+/// Which signing key. Keys never go on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Encrypted keystore file (its password in the variable named by --password-env).
+    #[arg(long, env = "INSITU_KEYSTORE")]
+    pub keystore: Option<PathBuf>,
+    /// Environment variable holding the keystore password.
+    #[arg(long, env = "INSITU_PASSWORD_ENV", default_value = "INSITU_KEYSTORE_PASSWORD")]
+    pub password_env: String,
+    /// Environment variable holding a BIP-39 mnemonic.
+    #[arg(long, env = "INSITU_MNEMONIC_ENV")]
+    pub mnemonic_env: Option<String>,
+    /// Account index when deriving from a mnemonic.
+    #[arg(long, env = "INSITU_ACCOUNT_INDEX", default_value_t = 0)]
+    pub account_index: u32,
+    /// Environment variable holding a hex private key (used when no keystore or mnemonic is set).
+    #[arg(long, env = "INSITU_KEY_ENV", default_value = "INSITU_PRIVATE_KEY")]
+    pub key_env: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new key and write it as an encrypted keystore file.
+    New {
+        /// Keystore file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Environment variable holding the password to encrypt with.
+        #[arg(long, default_value = "INSITU_KEYSTORE_PASSWORD")]
+        password_env: String,
+    },
+    /// Encrypt the private key from --key-env (or a mnemonic account) into a keystore file.
+    Import {
+        #[arg(long, short)]
+        out: PathBuf,
+        #[arg(long, default_value = "INSITU_KEYSTORE_PASSWORD")]
+        password_env: String,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Print the address of the configured key.
+    Show {
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Deploy AssetRegistry and AgreementManager (and optionally the test ERC-20).
+    Deploy {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Marketplace fee in basis points (paid to --fee-receiver).
+        #[arg(long, default_value_t = 0)]
+        fee_bps: u16,
+        #[arg(long)]
+        fee_receiver: Option<Address>,
+        /// Also deploy the test ERC-20.
+        #[arg(long)]
+        test_token: bool,
+    },
+    /// Mint test ERC-20 tokens.
+    Mint {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long)]
+        token: Address,
+        #[arg(long)]
+        to: Address,
+        /// Amount in base units.
+        #[arg(long)]
+        amount: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long, short, env = "INSITU_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "INSITU_LISTEN")]
+    pub listen: Option<String>,
+    /// Catalog database URL.
+    #[arg(long, env = "INSITU_CATALOG")]
+    pub catalog: Option<String>,
+    /// Audit log file (JSON lines, append-only).
+    #[arg(long, env = "INSITU_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The Parquet or CSV file to publish.
+    pub file: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Service type.
+    #[arg(long, default_value = "download")]
+    pub service: String,
+    /// Price in base units of the token (wei for ETH). 0 is free.
+    #[arg(long, default_value = "0")]
+    pub price: String,
+    /// ERC-20 token to be paid in; ETH if absent.
+    #[arg(long)]
+    pub token: Option<Address>,
+    /// Access window after fulfilment, e.g. 3600, 90m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub access: String,
+    /// Time the provider has to fulfil before the consumer may refund.
+    #[arg(long, default_value = "1h")]
+    pub fulfill_timeout: String,
+    /// Extra provider addresses allowed to serve the asset (the publisher always is).
+    #[arg(long = "provider")]
+    pub providers: Vec<Address>,
+    /// Public endpoint where consumers reach this provider.
+    #[arg(long, env = "INSITU_PUBLIC_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+    /// Catalog database URL (the one `insitu serve` uses).
+    #[arg(long, env = "INSITU_CATALOG", default_value = "sqlite://.insitu/catalog.db")]
+    pub catalog: String,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OrderArgs {
+    /// The asset's DID.
+    pub did: String,
+    /// Index of the service to order.
+    #[arg(long, default_value_t = 0)]
+    pub service: u64,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The provider the token is for (its address).
+    #[arg(long)]
+    pub provider: Address,
+    /// Lifetime, e.g. 15m, 1h (at most 24h).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    #[arg(long, default_value = "access")]
+    pub scope: String,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The asset's DID.
+    pub did: String,
+    /// The agreement that entitles you (from `insitu order`).
+    #[arg(long)]
+    pub agreement: String,
+    /// The provider's Flight endpoint.
+    #[arg(long, env = "INSITU_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+    /// Output file: .parquet, .arrow (IPC) or .csv.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Provider address, if the asset lists several.
+    #[arg(long)]
+    pub provider: Option<Address>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agreement id.
+    pub agreement: String,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}

@@ -1,0 +1,45 @@
+use anyhow::{Context, Result};
+
+use crate::args::DevCommand;
+
+pub async fn run(cmd: DevCommand) -> Result<()> {
+    match cmd {
+        DevCommand::Deploy {
+            chain,
+            key,
+            fee_bps,
+            fee_receiver,
+            test_token,
+        } => {
+            let signer = super::load_key(&key)?;
+            let deployed = insitu_ledger::deploy_contracts(&chain.rpc_url, signer.clone(), fee_bps, fee_receiver)
+                .await
+                .context("deploying the insitu contracts")?;
+            println!("export INSITU_CHAIN_ID={}", deployed.chain_id);
+            println!("export INSITU_REGISTRY={}", deployed.addresses.registry);
+            println!("export INSITU_AGREEMENTS={}", deployed.addresses.agreements);
+            println!("export INSITU_FROM_BLOCK={}", deployed.deploy_block);
+            if test_token {
+                let token = insitu_ledger::deploy_test_token(&chain.rpc_url, signer)
+                    .await
+                    .context("deploying the test token")?;
+                println!("export INSITU_TEST_TOKEN={token}");
+            }
+        }
+        DevCommand::Mint {
+            chain,
+            key,
+            token,
+            to,
+            amount,
+        } => {
+            let signer = super::load_key(&key)?;
+            let amount = super::parse_amount(&amount)?;
+            insitu_ledger::mint_test_token(&chain.rpc_url, signer, token, to, amount)
+                .await
+                .context("minting test tokens")?;
+            eprintln!("minted {amount} to {to}");
+        }
+    }
+    Ok(())
+}

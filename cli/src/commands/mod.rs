@@ -1,0 +1,119 @@
+//! One module per subcommand, plus the helpers they share.
+
+pub mod dev;
+pub mod get;
+pub mod keys;
+pub mod order;
+pub mod publish;
+pub mod refund;
+pub mod serve;
+pub mod status;
+pub mod token;
+
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, Result, anyhow, bail};
+use insitu_ledger::{ContractAddresses, KeySource, RpcLedger, load_signer};
+
+use crate::args::{ChainArgs, KeyArgs};
+
+/// Resolves the key source from the arguments: keystore, then mnemonic, then private key.
+pub fn key_source(k: &KeyArgs) -> KeySource {
+    if let Some(path) = &k.keystore {
+        KeySource::Keystore {
+            path: path.clone(),
+            password_env: k.password_env.clone(),
+        }
+    } else if let Some(var) = &k.mnemonic_env {
+        KeySource::MnemonicEnv {
+            var: var.clone(),
+            index: k.account_index,
+        }
+    } else {
+        KeySource::PrivateKeyEnv {
+            var: k.key_env.clone(),
+        }
+    }
+}
+
+pub fn load_key(k: &KeyArgs) -> Result<PrivateKeySigner> {
+    load_signer(&key_source(k)).context("loading the signing key")
+}
+
+pub fn contracts(c: &ChainArgs) -> Result<ContractAddresses> {
+    match (c.registry, c.agreements) {
+        (Some(registry), Some(agreements)) => Ok(ContractAddresses {
+            registry,
+            agreements,
+        }),
+        _ => bail!(
+            "contract addresses are not set: pass --registry and --agreements (or INSITU_REGISTRY and INSITU_AGREEMENTS)"
+        ),
+    }
+}
+
+/// Connects to the chain as `signer` (or read-only).
+pub async fn connect(c: &ChainArgs, signer: Option<PrivateKeySigner>) -> Result<RpcLedger> {
+    let mut b = RpcLedger::builder(c.rpc_url.clone())
+        .with_contracts(contracts(c)?)
+        .with_confirmations(c.confirmations)
+        .with_from_block(c.from_block);
+    if let Some(id) = c.chain_id {
+        b = b.with_chain_id(id);
+    }
+    if let Some(s) = signer {
+        b = b.with_signer(s);
+    }
+    b.connect().await.context("connecting to the chain")
+}
+
+/// Parses `3600`, `90s`, `15m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow!("'{text}' is not a duration (examples: 3600, 90s, 15m, 24h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("'{text}' has an unknown unit '{unit}' (use s, m, h or d)"),
+    };
+    if secs == 0 {
+        bail!("duration '{text}' must be positive");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Parses an amount in base units.
+pub fn parse_amount(text: &str) -> Result<U256> {
+    text.trim()
+        .parse::<U256>()
+        .map_err(|_| anyhow!("'{text}' is not an amount in base units (a whole number)"))
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("90").expect("s").as_secs(), 90);
+        assert_eq!(parse_duration("15m").expect("m").as_secs(), 900);
+        assert_eq!(parse_duration("24h").expect("h").as_secs(), 86_400);
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

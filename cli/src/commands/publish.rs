@@ -1,0 +1,66 @@
+use anyhow::{Context, Result};
+use insitu_catalog::AssetStore;
+use insitu_flight::publish::{PublishRequest, publish_asset};
+use insitu_ledger::{ServiceOffer, ServiceType};
+
+use crate::args::PublishArgs;
+
+pub async fn run(a: PublishArgs) -> Result<()> {
+    // Check everything local before touching the chain.
+    let service_type: ServiceType = a.service.parse()?;
+    let price = super::parse_amount(&a.price)?;
+    let access = super::parse_duration(&a.access)?;
+    let timeout = super::parse_duration(&a.fulfill_timeout)?;
+    insitu_flight::publish::inspect_file(&a.file)?;
+    let signer = super::load_key(&a.key)?;
+    let owner = signer.address();
+    let ledger = super::connect(&a.chain, Some(signer)).await?;
+    ensure_catalog_dir(&a.catalog)?;
+    let catalog = AssetStore::open(&a.catalog)
+        .await
+        .context("opening the catalog")?;
+    let mut providers = vec![owner];
+    providers.extend(a.providers.iter().copied().filter(|p| *p != owner));
+    let published = publish_asset(
+        &ledger,
+        &catalog,
+        PublishRequest {
+            file: a.file.clone(),
+            name: a.name,
+            description: a.description,
+            tags: a.tags,
+            services: vec![ServiceOffer {
+                service_type,
+                token: a.token,
+                price,
+                access_duration: access.as_secs(),
+                fulfill_timeout: timeout.as_secs(),
+            }],
+            providers,
+            metadata_url: a.endpoint,
+        },
+    )
+    .await?;
+    println!("{}", published.did);
+    eprintln!(
+        "published {} ({} rows, {} columns) as {} in tx {} (gas {})",
+        published.ddo.name,
+        published.ddo.row_count.unwrap_or(0),
+        published.ddo.schema.len(),
+        published.did,
+        published.tx.hash,
+        published.tx.gas_used
+    );
+    Ok(())
+}
+
+/// Creates the directory of a `sqlite://path` catalog so a first run just works.
+pub fn ensure_catalog_dir(url: &str) -> Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && let Some(dir) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}

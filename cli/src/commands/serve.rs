@@ -1,0 +1,89 @@
+//! `insitu serve`: wire a ledger, a policy engine, the catalog and the Flight service,
+//! and serve until Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use insitu_catalog::AssetStore;
+use insitu_flight::{FlightServiceBuilder, serve_on};
+use insitu_ledger::{Ledger, load_signer};
+use insitu_policy::{JsonlAuditLog, PolicyEngine, TokenVerifier};
+
+use crate::args::ServeArgs;
+use crate::serve_config::ServeConfig;
+
+pub async fn run(mut a: ServeArgs) -> Result<()> {
+    let cfg = match &a.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => ServeConfig::default(),
+    };
+    // Flags (and their environment variables) win over the file.
+    let c = &mut a.chain;
+    if std::env::var_os("INSITU_RPC_URL").is_none()
+        && let Some(url) = cfg.chain.rpc_url.clone()
+        && c.rpc_url == "http://127.0.0.1:8545"
+    {
+        c.rpc_url = url;
+    }
+    c.chain_id = c.chain_id.or(cfg.chain.chain_id);
+    c.registry = c.registry.or(cfg.chain.registry);
+    c.agreements = c.agreements.or(cfg.chain.agreements);
+    if c.confirmations == 1 {
+        c.confirmations = cfg.chain.confirmations.unwrap_or(1);
+    }
+    if c.from_block == 0 {
+        c.from_block = cfg.chain.from_block.unwrap_or(0);
+    }
+    let listen = a
+        .listen
+        .or(cfg.listen)
+        .unwrap_or_else(|| "127.0.0.1:50051".into());
+    let catalog_url = a
+        .catalog
+        .or(cfg.catalog)
+        .unwrap_or_else(|| "sqlite://.insitu/catalog.db".into());
+    let audit_path = a
+        .audit_log
+        .or(cfg.audit_log)
+        .unwrap_or_else(|| ".insitu/audit.jsonl".into());
+    let signer = match (&a.key.keystore, &a.key.mnemonic_env, cfg.key) {
+        (None, None, Some(source)) => load_signer(&source).context("loading the provider key")?,
+        _ => super::load_key(&a.key)?,
+    };
+    let provider = signer.address();
+
+    let ledger = Arc::new(super::connect(&a.chain, Some(signer)).await?);
+    let verifier = Arc::new(
+        TokenVerifier::builder(provider, ledger.chain_id(), ledger.contracts().agreements).build(),
+    );
+    let audit = Arc::new(JsonlAuditLog::open(&audit_path).await?);
+    let engine = Arc::new(
+        PolicyEngine::builder(ledger.clone(), verifier, audit)
+            .with_cache_ttl(Duration::from_secs(15))
+            .build(),
+    );
+    super::publish::ensure_catalog_dir(&catalog_url)?;
+    let catalog = AssetStore::open(&catalog_url)
+        .await
+        .context("opening the catalog")?;
+    let service = FlightServiceBuilder::new(engine, catalog).build();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        %provider,
+        chain_id = ledger.chain_id(),
+        listen = %local,
+        audit_log = %audit_path.display(),
+        "insitu provider serving Flight"
+    );
+    eprintln!("insitu provider {provider} serving Flight on {local}");
+    serve_on(listener, service, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await?;
+    Ok(())
+}

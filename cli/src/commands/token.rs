@@ -1,0 +1,27 @@
+use anyhow::Result;
+use insitu_policy::{AccessClaims, sign_access_token};
+
+use crate::args::TokenArgs;
+
+pub async fn run(a: TokenArgs) -> Result<()> {
+    let lifetime = super::parse_duration(&a.ttl)?;
+    let signer = super::load_key(&a.key)?;
+    let contracts = super::contracts(&a.chain)?;
+    let chain_id = match a.chain.chain_id {
+        Some(id) => id,
+        None => insitu_ledger::Ledger::chain_id(&super::connect(&a.chain, None).await?),
+    };
+    let token = sign_access_token(
+        &signer,
+        &AccessClaims {
+            provider: a.provider,
+            chain_id,
+            verifying_contract: contracts.agreements,
+            issued_at: super::unix_now(),
+            lifetime,
+            scope: a.scope,
+        },
+    )?;
+    println!("{token}");
+    Ok(())
+}

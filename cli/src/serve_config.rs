@@ -1,0 +1,39 @@
+//! The provider's configuration file. Flags and `INSITU_*` variables override it.
+
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::Address;
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// `insitu serve --config FILE`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    pub listen: Option<String>,
+    pub catalog: Option<String>,
+    pub audit_log: Option<PathBuf>,
+    #[serde(default)]
+    pub chain: ChainConfig,
+    #[serde(default)]
+    pub key: Option<insitu_ledger::KeySource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub rpc_url: Option<String>,
+    pub chain_id: Option<u64>,
+    pub registry: Option<Address>,
+    pub agreements: Option<Address>,
+    pub confirmations: Option<u64>,
+    pub from_block: Option<u64>,
+}
+
+impl ServeConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}

@@ -1,0 +1,70 @@
+//! The consumer side of a download: connect with a bearer token, ask for the asset under
+//! an agreement, and stream its batches. Used by `insitu get` and by embedders.
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::{FlightClient, FlightInfo};
+use tonic::transport::Channel;
+
+use crate::descriptor::AssetRequest;
+use crate::error::{FlightError, Result};
+
+/// Largest message accepted from a provider: the server keeps messages near 2 MiB, so
+/// this leaves ample headroom.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
+    match e {
+        arrow_flight::error::FlightError::Tonic(status) => match status.code() {
+            tonic::Code::Unauthenticated => FlightError::Unauthenticated(status.message().to_string()),
+            tonic::Code::PermissionDenied => FlightError::InvalidRequest(format!("refused: {}", status.message())),
+            tonic::Code::Unavailable => FlightError::Internal(format!("provider unavailable: {}", status.message())),
+            _ => FlightError::InvalidRequest(format!("{}: {}", status.code(), status.message())),
+        },
+        other => FlightError::Internal(other.to_string()),
+    }
+}
+
+/// A connected, authenticated download client.
+#[derive(Debug)]
+pub struct DownloadClient {
+    inner: FlightClient,
+}
+
+impl DownloadClient {
+    /// Connects to `endpoint` (`http://host:port`) and sends `token` on every call.
+    pub async fn connect(endpoint: &str, token: &str) -> Result<Self> {
+        let channel = Channel::from_shared(endpoint.to_string())
+            .map_err(|e| FlightError::InvalidRequest(format!("bad endpoint '{endpoint}': {e}")))?
+            .connect()
+            .await
+            .map_err(|e| FlightError::InvalidRequest(format!("cannot connect to {endpoint}: {e}")))?;
+        let service = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE);
+        let mut client = DownloadClient {
+            inner: FlightClient::new_from_inner(service),
+        };
+        client
+            .inner
+            .add_header("authorization", &format!("Bearer {token}"))
+            .map_err(status_error)?;
+        Ok(client)
+    }
+
+    /// Describes the asset and obtains a ticket for it.
+    pub async fn info(&mut self, request: AssetRequest) -> Result<FlightInfo> {
+        self.inner
+            .get_flight_info(request.to_descriptor())
+            .await
+            .map_err(status_error)
+    }
+
+    /// Streams the first endpoint of `info`.
+    pub async fn stream(&mut self, info: &FlightInfo) -> Result<FlightRecordBatchStream> {
+        let ticket = info
+            .endpoint
+            .first()
+            .and_then(|e| e.ticket.clone())
+            .ok_or_else(|| FlightError::Internal("the provider returned no ticket".into()))?;
+        self.inner.do_get(ticket).await.map_err(status_error)
+    }
+}

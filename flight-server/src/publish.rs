@@ -1,0 +1,222 @@
+//! Publishing a file as an asset: inspect it, describe it, record it in the catalog,
+//! register it on chain. The order is chosen so nothing is lost or half-done silently:
+//! the file is checked before anything is written, the catalog row exists before the
+//! chain transaction (so a registered DID always has a location), and a failed
+//! registration removes the row again.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow_flight::{IpcMessage, SchemaAsIpc};
+use insitu_catalog::{AssetStore, Column, DataFormat, Ddo, DdoService, StorageLocation};
+use insitu_ledger::{Did, Ledger, RegisterAsset, ServiceOffer, TxOutcome};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::{FlightError, Result};
+
+/// What inspecting a data file found.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub format: DataFormat,
+    pub schema: SchemaRef,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+fn invalid(msg: impl Into<String>) -> FlightError {
+    FlightError::InvalidRequest(msg.into())
+}
+
+/// Reads a file's schema and row count without loading its data (Parquet: the footer;
+/// CSV: a sample for the schema and a streaming line count).
+pub fn inspect_file(path: &Path) -> Result<FileInfo> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        invalid(format!(
+            "cannot read {}: {e}; check the path (nothing was published)",
+            path.display()
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(invalid(format!("{} is not a file", path.display())));
+    }
+    let name = path.to_string_lossy();
+    let format = DataFormat::from_path(&name).ok_or_else(|| {
+        invalid(format!(
+            "{} has an unsupported extension; publish .parquet or .csv files",
+            path.display()
+        ))
+    })?;
+    let open = || File::open(path).map_err(|e| invalid(format!("cannot open {}: {e}", path.display())));
+    let (schema, rows) = match format {
+        DataFormat::Parquet => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)
+                .map_err(|e| invalid(format!("{} is not a readable Parquet file: {e}", path.display())))?;
+            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            (builder.schema().clone(), rows)
+        }
+        DataFormat::Csv => {
+            let mut file = open()?;
+            let (schema, _) = arrow::csv::reader::Format::default()
+                .with_header(true)
+                .infer_schema(&mut file, Some(10_000))
+                .map_err(|e| invalid(format!("{} is not a readable CSV file: {e}", path.display())))?;
+            if schema.fields().is_empty() {
+                return Err(invalid(format!("{} has no columns", path.display())));
+            }
+            file.rewind()
+                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+            let mut lines = 0u64;
+            for line in BufReader::new(file).lines() {
+                let line = line.map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+                if !line.trim().is_empty() {
+                    lines += 1;
+                }
+            }
+            (Arc::new(schema), lines.saturating_sub(1))
+        }
+    };
+    Ok(FileInfo {
+        path: path.to_path_buf(),
+        format,
+        schema,
+        rows,
+        bytes: meta.len(),
+    })
+}
+
+/// IPC-encodes a schema, as stored with CSV locations and sent in FlightInfo.
+pub fn schema_to_ipc(schema: &Schema) -> Result<Vec<u8>> {
+    let options = arrow::ipc::writer::IpcWriteOptions::default();
+    let msg: IpcMessage = SchemaAsIpc::new(schema, &options)
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| FlightError::Internal(e.to_string()))?;
+    Ok(msg.0.to_vec())
+}
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub file: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub services: Vec<ServiceOffer>,
+    /// Providers allowed to serve and fulfil; defaults to the publisher.
+    pub providers: Vec<Address>,
+    /// Where consumers read the public metadata (the provider's endpoint).
+    pub metadata_url: String,
+}
+
+/// A published asset.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub did: Did,
+    pub ddo: Ddo,
+    pub tx: TxOutcome,
+}
+
+/// Publishes `req.file` as a new asset owned by the ledger's account.
+pub async fn publish_asset(
+    ledger: &dyn Ledger,
+    catalog: &AssetStore,
+    req: PublishRequest,
+) -> Result<Published> {
+    let file = req.file.clone();
+    let info = tokio::task::spawn_blocking(move || inspect_file(&file))
+        .await
+        .map_err(|e| FlightError::Internal(e.to_string()))??;
+    let absolute = std::fs::canonicalize(&info.path)
+        .map_err(|e| invalid(format!("cannot resolve {}: {e}", info.path.display())))?;
+    let url = url::Url::from_file_path(&absolute)
+        .map_err(|_| invalid(format!("cannot make a file URL of {}", absolute.display())))?;
+
+    let owner = ledger.account();
+    let seed = B256::from(rand::random::<[u8; 32]>());
+    let did = Did::derive(owner, seed);
+    let providers = if req.providers.is_empty() {
+        vec![owner]
+    } else {
+        req.providers.clone()
+    };
+    let ddo = Ddo {
+        did,
+        chain_id: ledger.chain_id(),
+        owner,
+        provider: providers[0],
+        name: req.name,
+        description: req.description,
+        tags: req.tags,
+        format: info.format,
+        schema: info
+            .schema
+            .fields()
+            .iter()
+            .map(|f| Column {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect(),
+        row_count: Some(info.rows),
+        byte_size: Some(info.bytes),
+        services: req
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, offer)| DdoService {
+                index: i as u64,
+                offer: offer.clone(),
+            })
+            .collect(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    ddo.validate().map_err(|e| invalid(e.to_string()))?;
+    let metadata_hash = ddo.metadata_hash().map_err(|e| invalid(e.to_string()))?;
+    let location = StorageLocation {
+        url: url.to_string(),
+        format: info.format,
+        schema_ipc: schema_to_ipc(&info.schema)?,
+    };
+    catalog
+        .insert(&ddo, &location)
+        .await
+        .map_err(|e| FlightError::Internal(e.to_string()))?;
+    let registered = ledger
+        .register_asset(RegisterAsset {
+            seed,
+            metadata_hash,
+            metadata_url: req.metadata_url,
+            providers,
+            services: req.services,
+        })
+        .await;
+    let (chain_did, tx) = match registered {
+        Ok(ok) => ok,
+        Err(e) => {
+            if let Err(cleanup) = catalog.remove(did).await {
+                tracing::error!(%did, error = %cleanup, "could not remove the unregistered asset from the catalog");
+            }
+            return Err(FlightError::InvalidRequest(format!(
+                "registering the asset on chain failed, nothing was published: {e}"
+            )));
+        }
+    };
+    if chain_did != did {
+        return Err(FlightError::Internal(format!(
+            "the chain assigned {chain_did}, expected {did}"
+        )));
+    }
+    catalog
+        .mark_registered(did)
+        .await
+        .map_err(|e| FlightError::Internal(e.to_string()))?;
+    Ok(Published { did, ddo, tx })
+}

@@ -1,0 +1,263 @@
+//! A chain with the insitu contracts deployed ([`World`]) and a provider serving Flight
+//! in-process on an ephemeral port ([`Provider`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider as _;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, Result};
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use insitu_catalog::AssetStore;
+use insitu_flight::client::DownloadClient;
+use insitu_flight::publish::{PublishRequest, publish_asset};
+use insitu_flight::{AssetRequest, FlightServiceBuilder, serve_on};
+use insitu_ledger::{AgreementId, DeployedContracts, Did, Ledger, RpcLedger, ServiceOffer};
+use insitu_policy::{AccessClaims, MemoryAuditLog, PolicyEngine, TokenVerifier, sign_access_token};
+use tokio::sync::oneshot;
+
+use crate::anvil::{Anvil, account};
+
+/// Account indices of the test mnemonic, by role.
+pub const PROVIDER: u32 = 0;
+pub const CONSUMER: u32 = 1;
+pub const OTHER_CONSUMER: u32 = 2;
+pub const FEE_RECEIVER: u32 = 9;
+/// Marketplace fee the test deployment charges, in basis points.
+pub const FEE_BPS: u16 = 250;
+
+/// anvil with the insitu contracts and a test ERC-20 deployed.
+#[derive(Debug)]
+pub struct World {
+    pub anvil: Anvil,
+    pub deployed: DeployedContracts,
+    pub token: Address,
+}
+
+impl World {
+    pub async fn start() -> Result<World> {
+        let anvil = Anvil::start().await?;
+        let deployed = insitu_ledger::deploy_contracts(
+            &anvil.url(),
+            account(PROVIDER),
+            FEE_BPS,
+            Some(account(FEE_RECEIVER).address()),
+        )
+        .await?;
+        let token = insitu_ledger::deploy_test_token(&anvil.url(), account(PROVIDER)).await?;
+        Ok(World {
+            anvil,
+            deployed,
+            token,
+        })
+    }
+
+    pub fn rpc_url(&self) -> String {
+        self.anvil.url()
+    }
+
+    /// A ledger acting as account `index`.
+    pub async fn ledger(&self, index: u32) -> Result<RpcLedger> {
+        self.ledger_with(index, 1).await
+    }
+
+    pub async fn ledger_with(&self, index: u32, confirmations: u64) -> Result<RpcLedger> {
+        Ok(RpcLedger::builder(self.rpc_url())
+            .with_chain_id(self.deployed.chain_id)
+            .with_contracts(self.deployed.addresses)
+            .with_signer(account(index))
+            .with_confirmations(confirmations)
+            .with_retries(2, Duration::from_millis(20))
+            .with_tx_timeout(Duration::from_secs(30))
+            .connect()
+            .await?)
+    }
+
+    /// Mints test tokens to `to`.
+    pub async fn mint(&self, to: Address, amount: U256) -> Result<()> {
+        insitu_ledger::mint_test_token(&self.rpc_url(), account(PROVIDER), self.token, to, amount)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves chain time forward and mines a block.
+    pub async fn warp(&self, seconds: u64) -> Result<()> {
+        let l = self.ledger(PROVIDER).await?;
+        let _: serde_json::Value = l
+            .provider()
+            .raw_request("evm_increaseTime".into(), (seconds,))
+            .await?;
+        self.mine(1).await
+    }
+
+    /// Mines `n` empty blocks.
+    pub async fn mine(&self, n: u64) -> Result<()> {
+        let l = self.ledger(PROVIDER).await?;
+        for _ in 0..n {
+            let _: serde_json::Value = l.provider().raw_request("evm_mine".into(), ()).await?;
+        }
+        Ok(())
+    }
+
+    /// Transactions sent so far by `who` (to prove an attack caused no `fulfill`).
+    pub async fn tx_count(&self, who: Address) -> Result<u64> {
+        let l = self.ledger(PROVIDER).await?;
+        Ok(l.provider().get_transaction_count(who).await?)
+    }
+}
+
+/// How to run a test provider.
+#[derive(Debug, Clone)]
+pub struct ProviderOptions {
+    pub confirmations: u64,
+    pub cache_ttl: Duration,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        ProviderOptions {
+            confirmations: 1,
+            cache_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A provider serving Flight on 127.0.0.1 with its own catalog and audit log.
+#[derive(Debug)]
+pub struct Provider {
+    pub ledger: Arc<RpcLedger>,
+    pub engine: Arc<PolicyEngine>,
+    pub catalog: AssetStore,
+    pub audit: Arc<MemoryAuditLog>,
+    pub endpoint: String,
+    pub address: Address,
+    dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Provider {
+    pub async fn start(world: &World, opts: ProviderOptions) -> Result<Provider> {
+        let ledger = Arc::new(world.ledger_with(PROVIDER, opts.confirmations).await?);
+        let address = account(PROVIDER).address();
+        let verifier = Arc::new(
+            TokenVerifier::builder(address, ledger.chain_id(), ledger.contracts().agreements).build(),
+        );
+        let audit = Arc::new(MemoryAuditLog::default());
+        let engine = Arc::new(
+            PolicyEngine::builder(ledger.clone(), verifier, audit.clone())
+                .with_cache_ttl(opts.cache_ttl)
+                .build(),
+        );
+        let dir = tempfile::tempdir()?;
+        let db = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        let catalog = AssetStore::open(&db).await?;
+        let service = FlightServiceBuilder::new(engine.clone(), catalog.clone()).build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = serve_on(listener, service, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Ok(Provider {
+            ledger,
+            engine,
+            catalog,
+            audit,
+            endpoint,
+            address,
+            dir,
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Publishes a file with one service.
+    pub async fn publish(&self, file: &Path, name: &str, offer: ServiceOffer) -> Result<Did> {
+        let published = publish_asset(
+            self.ledger.as_ref(),
+            &self.catalog,
+            PublishRequest {
+                file: file.to_path_buf(),
+                name: name.to_string(),
+                description: format!("test asset {name}"),
+                tags: vec!["test".into()],
+                services: vec![offer],
+                providers: vec![],
+                metadata_url: self.endpoint.clone(),
+            },
+        )
+        .await?;
+        Ok(published.did)
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A bearer token signed by `consumer` for `provider` on the world's deployment.
+pub fn token_for(world: &World, consumer: &PrivateKeySigner, provider: Address) -> Result<String> {
+    Ok(sign_access_token(
+        consumer,
+        &AccessClaims {
+            provider,
+            chain_id: world.deployed.chain_id,
+            verifying_contract: world.deployed.addresses.agreements,
+            issued_at: now(),
+            lifetime: Duration::from_secs(600),
+            scope: "access".into(),
+        },
+    )?)
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Downloads an asset the way `insitu get` does.
+pub async fn download(
+    endpoint: &str,
+    token: &str,
+    did: Did,
+    agreement: AgreementId,
+) -> std::result::Result<Vec<RecordBatch>, insitu_flight::FlightError> {
+    let mut client = DownloadClient::connect(endpoint, token).await?;
+    let info = client.info(AssetRequest { did, agreement }).await?;
+    let stream = client.stream(&info).await?;
+    collect(stream).await
+}
+
+/// Collects a Flight stream.
+pub async fn collect(
+    stream: arrow_flight::decode::FlightRecordBatchStream,
+) -> std::result::Result<Vec<RecordBatch>, insitu_flight::FlightError> {
+    stream
+        .try_collect()
+        .await
+        .map_err(|e| insitu_flight::FlightError::Internal(e.to_string()))
+}
+
+/// Context helper for tests.
+pub fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{what}: {e}")).context(what.to_string())
+}

@@ -88,10 +88,14 @@ impl Ddo {
             return Err(CatalogError::Invalid("the asset name is empty".into()));
         }
         if self.name.len() > 200 {
-            return Err(CatalogError::Invalid("the asset name is over 200 bytes".into()));
+            return Err(CatalogError::Invalid(
+                "the asset name is over 200 bytes".into(),
+            ));
         }
         if self.description.len() > 10_000 {
-            return Err(CatalogError::Invalid("the description is over 10,000 bytes".into()));
+            return Err(CatalogError::Invalid(
+                "the description is over 10,000 bytes".into(),
+            ));
         }
         if self.tags.len() > 32 || self.tags.iter().any(|t| t.is_empty() || t.len() > 64) {
             return Err(CatalogError::Invalid(
@@ -99,7 +103,9 @@ impl Ddo {
             ));
         }
         if self.services.is_empty() {
-            return Err(CatalogError::Invalid("an asset needs at least one service".into()));
+            return Err(CatalogError::Invalid(
+                "an asset needs at least one service".into(),
+            ));
         }
         Ok(())
     }

@@ -77,7 +77,11 @@ impl AssetStore {
         let did = ddo.did.to_string();
         let json = serde_json::to_string(ddo).map_err(|e| CatalogError::Invalid(e.to_string()))?;
         let hash = ddo.metadata_hash()?.to_string();
-        let mut tx = self.pool.begin().await.map_err(db("starting a transaction"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
         let exists = sqlx::query("SELECT 1 FROM assets WHERE did = ?")
             .bind(&did)
             .fetch_optional(&mut *tx)
@@ -97,14 +101,16 @@ impl AssetStore {
         .execute(&mut *tx)
         .await
         .map_err(db("inserting the asset"))?;
-        sqlx::query("INSERT INTO asset_locations (did, url, format, schema_ipc) VALUES (?, ?, ?, ?)")
-            .bind(&did)
-            .bind(&location.url)
-            .bind(location.format.as_str())
-            .bind(&location.schema_ipc)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("inserting the asset location"))?;
+        sqlx::query(
+            "INSERT INTO asset_locations (did, url, format, schema_ipc) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&did)
+        .bind(&location.url)
+        .bind(location.format.as_str())
+        .bind(&location.schema_ipc)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("inserting the asset location"))?;
         tx.commit().await.map_err(db("committing the asset"))?;
         Ok(())
     }
@@ -144,10 +150,12 @@ impl AssetStore {
 
     /// Every asset, newest first.
     pub async fn list(&self) -> Result<Vec<StoredAsset>> {
-        let rows = sqlx::query("SELECT did, ddo, version, registered FROM assets ORDER BY updated_at DESC")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("listing assets"))?;
+        let rows = sqlx::query(
+            "SELECT did, ddo, version, registered FROM assets ORDER BY updated_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing assets"))?;
         rows.iter()
             .map(|r| {
                 let did: String = r.get("did");
@@ -256,10 +264,23 @@ mod tests {
         assert!(!got.registered);
         let json = serde_json::to_string(&got.ddo).expect("json");
         assert!(!json.contains("secret"), "DDO must not carry the location");
-        assert_eq!(store.location(ddo().did).await.expect("loc"), Some(loc.clone()));
+        assert_eq!(
+            store.location(ddo().did).await.expect("loc"),
+            Some(loc.clone())
+        );
         assert!(!format!("{loc:?}").contains("secret"));
-        assert!(matches!(store.insert(&ddo(), &loc).await, Err(CatalogError::Exists(_))));
+        assert!(matches!(
+            store.insert(&ddo(), &loc).await,
+            Err(CatalogError::Exists(_))
+        ));
         store.mark_registered(ddo().did).await.expect("mark");
-        assert!(store.get(ddo().did).await.expect("get").expect("p").registered);
+        assert!(
+            store
+                .get(ddo().did)
+                .await
+                .expect("get")
+                .expect("p")
+                .registered
+        );
     }
 }

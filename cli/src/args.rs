@@ -74,7 +74,11 @@ pub struct KeyArgs {
     #[arg(long, env = "INSITU_KEYSTORE")]
     pub keystore: Option<PathBuf>,
     /// Environment variable holding the keystore password.
-    #[arg(long, env = "INSITU_PASSWORD_ENV", default_value = "INSITU_KEYSTORE_PASSWORD")]
+    #[arg(
+        long,
+        env = "INSITU_PASSWORD_ENV",
+        default_value = "INSITU_KEYSTORE_PASSWORD"
+    )]
     pub password_env: String,
     /// Environment variable holding a BIP-39 mnemonic.
     #[arg(long, env = "INSITU_MNEMONIC_ENV")]
@@ -197,10 +201,18 @@ pub struct PublishArgs {
     #[arg(long = "provider")]
     pub providers: Vec<Address>,
     /// Public endpoint where consumers reach this provider.
-    #[arg(long, env = "INSITU_PUBLIC_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "INSITU_PUBLIC_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub endpoint: String,
     /// Catalog database URL (the one `insitu serve` uses).
-    #[arg(long, env = "INSITU_CATALOG", default_value = "sqlite://.insitu/catalog.db")]
+    #[arg(
+        long,
+        env = "INSITU_CATALOG",
+        default_value = "sqlite://.insitu/catalog.db"
+    )]
     pub catalog: String,
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -245,7 +257,11 @@ pub struct GetArgs {
     #[arg(long)]
     pub agreement: String,
     /// The provider's Flight endpoint.
-    #[arg(long, env = "INSITU_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "INSITU_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub endpoint: String,
     /// Output file: .parquet, .arrow (IPC) or .csv.
     #[arg(long, short)]

@@ -13,15 +13,39 @@ pub fn print_error(e: &anyhow::Error) {
 
 fn hint_for(text: &str) -> Option<&'static str> {
     let rules: &[(&str, &str)] = &[
-        ("chain RPC unavailable", "is the chain node running and --rpc-url (INSITU_RPC_URL) right?"),
-        ("contract addresses", "set --registry and --agreements (INSITU_REGISTRY, INSITU_AGREEMENTS); `insitu dev deploy` prints them"),
-        ("INSITU_PRIVATE_KEY", "export INSITU_PRIVATE_KEY=0x… or use --keystore FILE with INSITU_KEYSTORE_PASSWORD"),
-        ("malformed DID", "DIDs look like did:insitu:0x followed by 64 hex digits; `insitu publish` prints them"),
-        ("does not exist on this chain", "check the agreement id printed by `insitu order`, and that you are on the same chain"),
+        (
+            "chain RPC unavailable",
+            "is the chain node running and --rpc-url (INSITU_RPC_URL) right?",
+        ),
+        (
+            "contract addresses",
+            "set --registry and --agreements (INSITU_REGISTRY, INSITU_AGREEMENTS); `insitu dev deploy` prints them",
+        ),
+        (
+            "INSITU_PRIVATE_KEY",
+            "export INSITU_PRIVATE_KEY=0x… or use --keystore FILE with INSITU_KEYSTORE_PASSWORD",
+        ),
+        (
+            "malformed DID",
+            "DIDs look like did:insitu:0x followed by 64 hex digits; `insitu publish` prints them",
+        ),
+        (
+            "does not exist on this chain",
+            "check the agreement id printed by `insitu order`, and that you are on the same chain",
+        ),
         ("token expired", "run `insitu token` again"),
-        ("cannot connect to", "is the provider running (`insitu serve`) and --endpoint right?"),
-        ("has expired", "order the asset again to get a new access window"),
-        ("ERC20InsufficientBalance", "the consumer does not hold enough of the payment token"),
+        (
+            "cannot connect to",
+            "is the provider running (`insitu serve`) and --endpoint right?",
+        ),
+        (
+            "has expired",
+            "order the asset again to get a new access window",
+        ),
+        (
+            "ERC20InsufficientBalance",
+            "the consumer does not hold enough of the payment token",
+        ),
     ];
     rules
         .iter()

@@ -28,10 +28,15 @@ const UNAUTHENTICATED_SUFFIXES: &[&str] = &["/Handshake"];
 /// Extracts the token from an `authorization` header value.
 pub fn token_from_header(value: &str) -> Option<String> {
     let value = value.trim();
-    if let Some(rest) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+    if let Some(rest) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    {
         return Some(rest.trim().to_string());
     }
-    let rest = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let rest = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
     let decoded = STANDARD.decode(rest.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (_, password) = text.split_once(':')?;

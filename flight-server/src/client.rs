@@ -15,9 +15,15 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
     match e {
         arrow_flight::error::FlightError::Tonic(status) => match status.code() {
-            tonic::Code::Unauthenticated => FlightError::Unauthenticated(status.message().to_string()),
-            tonic::Code::PermissionDenied => FlightError::InvalidRequest(format!("refused: {}", status.message())),
-            tonic::Code::Unavailable => FlightError::Internal(format!("provider unavailable: {}", status.message())),
+            tonic::Code::Unauthenticated => {
+                FlightError::Unauthenticated(status.message().to_string())
+            }
+            tonic::Code::PermissionDenied => {
+                FlightError::InvalidRequest(format!("refused: {}", status.message()))
+            }
+            tonic::Code::Unavailable => {
+                FlightError::Internal(format!("provider unavailable: {}", status.message()))
+            }
             _ => FlightError::InvalidRequest(format!("{}: {}", status.code(), status.message())),
         },
         other => FlightError::Internal(other.to_string()),
@@ -37,7 +43,9 @@ impl DownloadClient {
             .map_err(|e| FlightError::InvalidRequest(format!("bad endpoint '{endpoint}': {e}")))?
             .connect()
             .await
-            .map_err(|e| FlightError::InvalidRequest(format!("cannot connect to {endpoint}: {e}")))?;
+            .map_err(|e| {
+                FlightError::InvalidRequest(format!("cannot connect to {endpoint}: {e}"))
+            })?;
         let service = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE);
         let mut client = DownloadClient {

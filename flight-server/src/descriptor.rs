@@ -28,12 +28,12 @@ impl AssetRequest {
         }
         match d.path.as_slice() {
             [did, agreement] => Ok(AssetRequest {
-                did: did
-                    .parse()
-                    .map_err(|e: insitu_ledger::LedgerError| FlightError::InvalidRequest(e.to_string()))?,
-                agreement: agreement
-                    .parse()
-                    .map_err(|e: insitu_ledger::LedgerError| FlightError::InvalidRequest(e.to_string()))?,
+                did: did.parse().map_err(|e: insitu_ledger::LedgerError| {
+                    FlightError::InvalidRequest(e.to_string())
+                })?,
+                agreement: agreement.parse().map_err(|e: insitu_ledger::LedgerError| {
+                    FlightError::InvalidRequest(e.to_string())
+                })?,
             }),
             other => Err(FlightError::InvalidRequest(format!(
                 "the descriptor path has {} elements; expected [did, agreement id]",

@@ -51,11 +51,16 @@ pub fn inspect_file(path: &Path) -> Result<FileInfo> {
             path.display()
         ))
     })?;
-    let open = || File::open(path).map_err(|e| invalid(format!("cannot open {}: {e}", path.display())));
+    let open =
+        || File::open(path).map_err(|e| invalid(format!("cannot open {}: {e}", path.display())));
     let (schema, rows) = match format {
         DataFormat::Parquet => {
-            let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)
-                .map_err(|e| invalid(format!("{} is not a readable Parquet file: {e}", path.display())))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(open()?).map_err(|e| {
+                invalid(format!(
+                    "{} is not a readable Parquet file: {e}",
+                    path.display()
+                ))
+            })?;
             let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
             (builder.schema().clone(), rows)
         }
@@ -64,7 +69,12 @@ pub fn inspect_file(path: &Path) -> Result<FileInfo> {
             let (schema, _) = arrow::csv::reader::Format::default()
                 .with_header(true)
                 .infer_schema(&mut file, Some(10_000))
-                .map_err(|e| invalid(format!("{} is not a readable CSV file: {e}", path.display())))?;
+                .map_err(|e| {
+                    invalid(format!(
+                        "{} is not a readable CSV file: {e}",
+                        path.display()
+                    ))
+                })?;
             if schema.fields().is_empty() {
                 return Err(invalid(format!("{} has no columns", path.display())));
             }
@@ -72,7 +82,8 @@ pub fn inspect_file(path: &Path) -> Result<FileInfo> {
                 .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
             let mut lines = 0u64;
             for line in BufReader::new(file).lines() {
-                let line = line.map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+                let line =
+                    line.map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
                 if !line.trim().is_empty() {
                     lines += 1;
                 }

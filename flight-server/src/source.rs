@@ -11,8 +11,8 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use insitu_catalog::{DataFormat, StorageLocation};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 // ParquetObjectReader is deprecated in parquet 59 in favour of custom AsyncFileReaders
 // (arrow-rs#10308). It still does exactly what we need (ranged reads, footer prefetch);
@@ -34,7 +34,8 @@ fn storage(did: &str, detail: impl std::fmt::Display) -> FlightError {
 }
 
 fn open_store(did: &str, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    let parsed = url::Url::parse(url).map_err(|e| storage(did, format!("bad location URL: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| storage(did, format!("bad location URL: {e}")))?;
     let (store, path) = object_store::parse_url(&parsed).map_err(|e| storage(did, e))?;
     Ok((Arc::from(store), path))
 }
@@ -139,10 +140,10 @@ fn csv_batches(
                 .decode(&st.pending)
                 .map_err(|e| storage(&st.did, e))?;
             st.pending = st.pending.slice(consumed..);
-            if st.decoder.capacity() == 0 {
-                if let Some(batch) = st.decoder.flush().map_err(|e| storage(&st.did, e))? {
-                    return Ok(Some((batch, st)));
-                }
+            if st.decoder.capacity() == 0
+                && let Some(batch) = st.decoder.flush().map_err(|e| storage(&st.did, e))?
+            {
+                return Ok(Some((batch, st)));
             }
         }
     })

@@ -54,7 +54,9 @@ impl TicketSigner {
     /// A signer with a fresh random key: tickets die with the process, which is fine
     /// because they live for minutes. Replicas behind a load balancer share a key.
     pub fn random() -> Self {
-        TicketSigner { key: rand::random() }
+        TicketSigner {
+            key: rand::random(),
+        }
     }
 
     pub fn from_key(key: [u8; 32]) -> Self {
@@ -89,10 +91,15 @@ impl TicketSigner {
         let (body, tag) = ticket.split_at(BODY_LEN);
         let mut mac = self.mac();
         mac.update(body);
-        mac.verify_slice(tag)
-            .map_err(|_| FlightError::InvalidTicket("ticket was not issued by this provider or was altered".into()))?;
+        mac.verify_slice(tag).map_err(|_| {
+            FlightError::InvalidTicket(
+                "ticket was not issued by this provider or was altered".into(),
+            )
+        })?;
         if body[0] != VERSION {
-            return Err(FlightError::InvalidTicket("unsupported ticket version".into()));
+            return Err(FlightError::InvalidTicket(
+                "unsupported ticket version".into(),
+            ));
         }
         let principal = Address::from_slice(&body[1..21]);
         let did = Did(B256::from_slice(&body[21..53]));
@@ -139,7 +146,10 @@ mod tests {
     fn a_ticket_verifies_for_its_principal_only() {
         let s = TicketSigner::random();
         let t = s.issue(&claims());
-        assert_eq!(s.verify(&t, Address::repeat_byte(1), 10).expect("ok"), claims());
+        assert_eq!(
+            s.verify(&t, Address::repeat_byte(1), 10).expect("ok"),
+            claims()
+        );
         assert!(s.verify(&t, Address::repeat_byte(9), 10).is_err());
     }
 

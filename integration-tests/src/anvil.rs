@@ -33,7 +33,11 @@ fn anvil_binary() -> Result<PathBuf> {
     // Use the platform package's binary, not the `.bin/anvil` node wrapper: killing the
     // wrapper would leave the real node running (and the chain "up" in outage tests).
     let modules = crate::workspace_root().join("ledger/contracts/node_modules/@foundry-rs");
-    let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
     let p = modules.join(format!("anvil-linux-{arch}/bin/anvil"));
     if p.exists() {
         Ok(p)
@@ -58,7 +62,13 @@ impl Anvil {
         for _ in 0..5 {
             let port = free_port()?;
             let child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--silent",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -107,7 +117,10 @@ impl Anvil {
                 }
             }
             if start.elapsed() > limit {
-                bail!("anvil did not answer on port {} within {limit:?}", self.port);
+                bail!(
+                    "anvil did not answer on port {} within {limit:?}",
+                    self.port
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -143,7 +143,8 @@ impl Provider {
         let ledger = Arc::new(world.ledger_with(PROVIDER, opts.confirmations).await?);
         let address = account(PROVIDER).address();
         let verifier = Arc::new(
-            TokenVerifier::builder(address, ledger.chain_id(), ledger.contracts().agreements).build(),
+            TokenVerifier::builder(address, ledger.chain_id(), ledger.contracts().agreements)
+                .build(),
         );
         let audit = Arc::new(MemoryAuditLog::default());
         let engine = Arc::new(
@@ -259,5 +260,6 @@ pub async fn collect(
 
 /// Context helper for tests.
 pub fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
-    r.map_err(|e| anyhow::anyhow!("{what}: {e}")).context(what.to_string())
+    r.map_err(|e| anyhow::anyhow!("{what}: {e}"))
+        .context(what.to_string())
 }

@@ -12,7 +12,9 @@ use crate::common::{Scene, assert_refused, bearer, info, offer, raw_client};
 #[tokio::test]
 async fn publishing_a_missing_file_fails_clearly_and_registers_nothing() {
     let world = World::start().await.expect("world");
-    let provider = Provider::start(&world, ProviderOptions::default()).await.expect("provider");
+    let provider = Provider::start(&world, ProviderOptions::default())
+        .await
+        .expect("provider");
     let txs = world.tx_count(provider.address).await.expect("txs");
     let missing = provider.path("does-not-exist.parquet");
     let err = publish_asset(
@@ -42,8 +44,14 @@ async fn the_cli_refuses_a_missing_file_and_a_malformed_did_with_next_steps() {
     let bin = insitu_bin().expect("binary");
     let out = Command::new(&bin)
         .args(["publish", "/nonexistent/data.parquet", "--name", "x"])
-        .env("INSITU_REGISTRY", "0x0000000000000000000000000000000000000001")
-        .env("INSITU_AGREEMENTS", "0x0000000000000000000000000000000000000002")
+        .env(
+            "INSITU_REGISTRY",
+            "0x0000000000000000000000000000000000000001",
+        )
+        .env(
+            "INSITU_AGREEMENTS",
+            "0x0000000000000000000000000000000000000002",
+        )
         .output()
         .expect("run");
     assert!(!out.status.success());
@@ -64,10 +72,16 @@ async fn the_cli_refuses_a_missing_file_and_a_malformed_did_with_next_steps() {
 #[tokio::test]
 async fn a_malformed_did_in_a_descriptor_is_an_invalid_argument() {
     let s = Scene::start().await.expect("scene");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
-    let bad = arrow_flight::FlightDescriptor::new_path(vec!["did:insitu:0xnope".into(), format!("{}", B256::ZERO)]);
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
+    let bad = arrow_flight::FlightDescriptor::new_path(vec![
+        "did:insitu:0xnope".into(),
+        format!("{}", B256::ZERO),
+    ]);
     let r = client
         .get_flight_info(bad)
         .await
@@ -78,9 +92,12 @@ async fn a_malformed_did_in_a_descriptor_is_an_invalid_argument() {
 #[tokio::test]
 async fn an_unknown_agreement_is_refused_and_named() {
     let s = Scene::start().await.expect("scene");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     let unknown = AgreementId(B256::repeat_byte(0x42));
     assert_refused(
         info(&mut client, s.free, unknown).await,
@@ -94,15 +111,23 @@ async fn when_the_rpc_is_down_the_provider_answers_unavailable_and_grants_nothin
     let mut s = Scene::start().await.expect("scene");
     let agreement = s.order(CONSUMER, s.free).await.expect("order");
     s.world.anvil.kill();
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     let r = info(&mut client, s.free, agreement).await;
     assert_refused(r, tonic::Code::Unavailable, "chain is unavailable");
     let records = s.provider.audit.records();
     assert!(!records.is_empty());
-    assert!(records.iter().all(|r| !r.allowed), "nothing may be granted: {records:?}");
+    assert!(
+        records.iter().all(|r| !r.allowed),
+        "nothing may be granted: {records:?}"
+    );
     // The message must not leak the RPC URL's path or anything beyond host:port.
-    let status = info(&mut client, s.free, agreement).await.expect_err("still down");
+    let status = info(&mut client, s.free, agreement)
+        .await
+        .expect_err("still down");
     assert!(!status.message().contains("/rpc"), "{}", status.message());
 }

@@ -48,7 +48,9 @@ impl Scene {
         write_csv(&csv, &batches[..1])?;
         let parquet = provider.path("paid.parquet");
         write_parquet(&parquet, &batches)?;
-        let free = provider.publish(&csv, "free sample", offer(0, None)).await?;
+        let free = provider
+            .publish(&csv, "free sample", offer(0, None))
+            .await?;
         let paid = provider
             .publish(&parquet, "paid sample", offer(PRICE, Some(world.token)))
             .await?;
@@ -82,12 +84,7 @@ impl Scene {
     }
 
     pub async fn state(&self, id: AgreementId) -> Result<Option<insitu_ledger::AgreementState>> {
-        Ok(self
-            .provider
-            .ledger
-            .agreement(id)
-            .await?
-            .map(|a| a.state))
+        Ok(self.provider.ledger.agreement(id).await?.map(|a| a.state))
     }
 }
 
@@ -131,7 +128,10 @@ pub async fn info(
 }
 
 /// DoGet to completion, returning the row count or the gRPC status.
-pub async fn fetch(client: &mut FlightClient, ticket: Ticket) -> std::result::Result<usize, Status> {
+pub async fn fetch(
+    client: &mut FlightClient,
+    ticket: Ticket,
+) -> std::result::Result<usize, Status> {
     let stream = client.do_get(ticket).await.map_err(status)?;
     let batches: Vec<_> = stream.try_collect().await.map_err(status)?;
     Ok(batches.iter().map(|b| b.num_rows()).sum())

@@ -8,7 +8,7 @@ use insitu_integration_tests::{
 use insitu_ledger::{AgreementState, Ledger};
 
 use crate::common::{
-    PRICE, ROWS, Scene, assert_refused, bearer, info, offer, raw_client, ticket_of, fetch,
+    PRICE, ROWS, Scene, assert_refused, bearer, fetch, info, offer, raw_client, ticket_of,
 };
 
 #[tokio::test]
@@ -26,29 +26,48 @@ async fn a_paid_erc20_asset_is_served_after_order_and_the_owner_is_paid_price_mi
     );
 
     let agreement = s.order(CONSUMER, s.paid).await.expect("order");
-    assert_eq!(s.state(agreement).await.expect("state"), Some(AgreementState::Locked));
+    assert_eq!(
+        s.state(agreement).await.expect("state"),
+        Some(AgreementState::Locked)
+    );
     let escrow = l
         .balance(s.world.deployed.addresses.agreements, token)
         .await
         .expect("escrow");
     assert_eq!(escrow, U256::from(PRICE), "the price is locked in escrow");
 
-    let batches = download(&s.provider.endpoint, &s.token(CONSUMER).expect("t"), s.paid, agreement)
-        .await
-        .expect("download");
+    let batches = download(
+        &s.provider.endpoint,
+        &s.token(CONSUMER).expect("t"),
+        s.paid,
+        agreement,
+    )
+    .await
+    .expect("download");
     let expected = sample_batches(ROWS).expect("data");
     assert_eq!(fingerprint(&batches), fingerprint(&expected));
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), ROWS);
 
     let fee = U256::from(PRICE * FEE_BPS as u64 / 10_000);
-    assert_eq!(l.balance(owner, token).await.expect("b"), before.0 + U256::from(PRICE) - fee);
-    assert_eq!(l.balance(fee_receiver, token).await.expect("b"), before.1 + fee);
-    assert_eq!(l.balance(consumer, token).await.expect("b"), before.2 - U256::from(PRICE));
+    assert_eq!(
+        l.balance(owner, token).await.expect("b"),
+        before.0 + U256::from(PRICE) - fee
+    );
+    assert_eq!(
+        l.balance(fee_receiver, token).await.expect("b"),
+        before.1 + fee
+    );
+    assert_eq!(
+        l.balance(consumer, token).await.expect("b"),
+        before.2 - U256::from(PRICE)
+    );
     let ag = l.agreement(agreement).await.expect("read").expect("exists");
     assert_eq!(ag.state, AgreementState::Fulfilled);
     assert!(l.is_entitled(consumer, s.paid, 0).await.expect("entitled"));
     assert_eq!(
-        l.balance(s.world.deployed.addresses.agreements, token).await.expect("escrow"),
+        l.balance(s.world.deployed.addresses.agreements, token)
+            .await
+            .expect("escrow"),
         U256::ZERO
     );
 }
@@ -57,24 +76,41 @@ async fn a_paid_erc20_asset_is_served_after_order_and_the_owner_is_paid_price_mi
 async fn a_free_asset_is_served_after_a_zero_price_order() {
     let s = Scene::start().await.expect("scene");
     let agreement = s.order(CONSUMER, s.free).await.expect("order");
-    let batches = download(&s.provider.endpoint, &s.token(CONSUMER).expect("t"), s.free, agreement)
-        .await
-        .expect("download");
+    let batches = download(
+        &s.provider.endpoint,
+        &s.token(CONSUMER).expect("t"),
+        s.free,
+        agreement,
+    )
+    .await
+    .expect("download");
     let expected = sample_batches(ROWS).expect("data");
     assert_eq!(fingerprint(&batches), fingerprint(&expected[..1]));
-    assert_eq!(s.state(agreement).await.expect("s"), Some(AgreementState::Fulfilled));
+    assert_eq!(
+        s.state(agreement).await.expect("s"),
+        Some(AgreementState::Fulfilled)
+    );
     // A second download reuses the grant and sends no second fulfil.
     let txs = s.provider_txs().await.expect("txs");
-    download(&s.provider.endpoint, &s.token(CONSUMER).expect("t"), s.free, agreement)
-        .await
-        .expect("second download");
+    download(
+        &s.provider.endpoint,
+        &s.token(CONSUMER).expect("t"),
+        s.free,
+        agreement,
+    )
+    .await
+    .expect("second download");
     assert_eq!(s.provider_txs().await.expect("txs"), txs);
 }
 
 #[tokio::test]
 async fn an_eth_priced_asset_pays_an_owner_who_is_not_the_provider() {
-    let world = insitu_integration_tests::World::start().await.expect("world");
-    let provider = Provider::start(&world, ProviderOptions::default()).await.expect("provider");
+    let world = insitu_integration_tests::World::start()
+        .await
+        .expect("world");
+    let provider = Provider::start(&world, ProviderOptions::default())
+        .await
+        .expect("provider");
     const OWNER: u32 = 3;
     let owner_ledger = world.ledger(OWNER).await.expect("owner");
     let file = provider.path("eth.parquet");
@@ -105,9 +141,14 @@ async fn an_eth_priced_asset_pays_an_owner_who_is_not_the_provider() {
     let ordered = consumer.order(published.did, 0).await.expect("order");
     let token = insitu_integration_tests::token_for(&world, &account(CONSUMER), provider.address)
         .expect("token");
-    let rows = download(&provider.endpoint, &token, published.did, ordered.agreement_id)
-        .await
-        .expect("download");
+    let rows = download(
+        &provider.endpoint,
+        &token,
+        published.did,
+        ordered.agreement_id,
+    )
+    .await
+    .expect("download");
     assert_eq!(fingerprint(&rows).0, 100);
     let fee = U256::from(price * FEE_BPS as u64 / 10_000);
     assert_eq!(
@@ -132,17 +173,25 @@ async fn an_order_is_not_trusted_before_its_confirmations() {
     .await
     .expect("scene");
     let agreement = s.order(CONSUMER, s.free).await.expect("order");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     assert_refused(
         info(&mut client, s.free, agreement).await,
         tonic::Code::PermissionDenied,
         "confirmations",
     );
-    assert_eq!(s.state(agreement).await.expect("s"), Some(AgreementState::Locked));
+    assert_eq!(
+        s.state(agreement).await.expect("s"),
+        Some(AgreementState::Locked)
+    );
     s.world.mine(2).await.expect("mine");
-    let got = info(&mut client, s.free, agreement).await.expect("confirmed now");
+    let got = info(&mut client, s.free, agreement)
+        .await
+        .expect("confirmed now");
     let rows = fetch(&mut client, ticket_of(&got)).await.expect("rows");
     assert_eq!(rows, 10_000);
 }
@@ -159,7 +208,9 @@ async fn concurrent_first_uses_send_exactly_one_fulfil() {
         let token = token.clone();
         let did = s.free;
         tasks.push(tokio::spawn(async move {
-            download(&endpoint, &token, did, agreement).await.map(|b| b.len())
+            download(&endpoint, &token, did, agreement)
+                .await
+                .map(|b| b.len())
         }));
     }
     for t in tasks {

@@ -14,8 +14,19 @@ async fn pyarrow_downloads_with_the_token_that_insitu_token_printed() {
     let agreement = s.order(CONSUMER, s.paid).await.expect("order");
     let d = &s.world.deployed;
     let out = Command::new(insitu_bin().expect("binary"))
-        .args(["token", "--provider", &s.provider.address.to_string(), "--ttl", "10m"])
-        .args(["--mnemonic-env", "TEST_MNEMONIC", "--account-index", &CONSUMER.to_string()])
+        .args([
+            "token",
+            "--provider",
+            &s.provider.address.to_string(),
+            "--ttl",
+            "10m",
+        ])
+        .args([
+            "--mnemonic-env",
+            "TEST_MNEMONIC",
+            "--account-index",
+            &CONSUMER.to_string(),
+        ])
         .env("TEST_MNEMONIC", TEST_MNEMONIC)
         .env("INSITU_RPC_URL", s.world.rpc_url())
         .env("INSITU_CHAIN_ID", d.chain_id.to_string())
@@ -24,8 +35,15 @@ async fn pyarrow_downloads_with_the_token_that_insitu_token_printed() {
         .output()
         .await
         .expect("insitu token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
     assert!(!token.is_empty());
 
     let script = workspace_root().join("integration-tests/python/download.py");
@@ -33,7 +51,13 @@ async fn pyarrow_downloads_with_the_token_that_insitu_token_printed() {
     for mode in ["bearer", "basic"] {
         let out = Command::new(python().expect("python venv"))
             .arg(&script)
-            .args([&s.provider.endpoint, &token, &s.paid.to_string(), &agreement.to_string(), mode])
+            .args([
+                &s.provider.endpoint,
+                &token,
+                &s.paid.to_string(),
+                &agreement.to_string(),
+                mode,
+            ])
             .output()
             .await
             .expect("python");

@@ -19,7 +19,11 @@ async fn a_refund_after_the_timeout_returns_the_payment_and_fulfilment_becomes_i
         consumer_ledger.balance(consumer, token).await.expect("b"),
         before - U256::from(PRICE)
     );
-    let agreement = consumer_ledger.agreement(id).await.expect("read").expect("exists");
+    let agreement = consumer_ledger
+        .agreement(id)
+        .await
+        .expect("read")
+        .expect("exists");
 
     let early = consumer_ledger.refund(&agreement).await;
     assert!(
@@ -29,8 +33,14 @@ async fn a_refund_after_the_timeout_returns_the_payment_and_fulfilment_becomes_i
 
     s.world.warp(601).await.expect("warp");
     consumer_ledger.refund(&agreement).await.expect("refund");
-    assert_eq!(consumer_ledger.balance(consumer, token).await.expect("b"), before);
-    assert_eq!(s.state(id).await.expect("s"), Some(AgreementState::Refunded));
+    assert_eq!(
+        consumer_ledger.balance(consumer, token).await.expect("b"),
+        before
+    );
+    assert_eq!(
+        s.state(id).await.expect("s"),
+        Some(AgreementState::Refunded)
+    );
 
     // The provider can no longer fulfil it, directly or through a download.
     let direct = s.provider.ledger.fulfill(&agreement).await;
@@ -38,9 +48,12 @@ async fn a_refund_after_the_timeout_returns_the_payment_and_fulfilment_becomes_i
         matches!(&direct, Err(LedgerError::Reverted { reason, .. }) if reason.contains("WrongState")),
         "{direct:?}"
     );
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     assert_refused(
         info(&mut client, s.paid, id).await,
         tonic::Code::PermissionDenied,
@@ -55,9 +68,12 @@ async fn the_provider_cannot_fulfil_after_the_deadline_so_the_consumer_is_not_ch
     let s = Scene::start().await.expect("scene");
     let id = s.order(CONSUMER, s.paid).await.expect("order");
     s.world.warp(601).await.expect("warp");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     assert_refused(
         info(&mut client, s.paid, id).await,
         tonic::Code::PermissionDenied,

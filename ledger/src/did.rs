@@ -120,7 +120,10 @@ fn truncate(s: &str) -> String {
     if s.len() <= MAX {
         s.to_string()
     } else {
-        let cut = (0..=MAX).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=MAX)
+            .rev()
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
         format!("{}…", &s[..cut])
     }
 }
@@ -139,7 +142,13 @@ mod tests {
 
     #[test]
     fn malformed_dids_are_rejected_with_the_input_named() {
-        for bad in ["", "did:insitu:", "did:insitu:0x12", "did:other:0x00", "0xzz"] {
+        for bad in [
+            "",
+            "did:insitu:",
+            "did:insitu:0x12",
+            "did:other:0x00",
+            "0xzz",
+        ] {
             let err = bad.parse::<Did>().expect_err(bad);
             assert!(err.to_string().contains("malformed DID"), "{err}");
         }

@@ -69,12 +69,10 @@ fn read_env(var: &str, what: &str) -> Result<Secret> {
 pub fn signer_from_hex(key: &Secret) -> Result<PrivateKeySigner> {
     let text = key.expose().trim();
     let digits = text.strip_prefix("0x").unwrap_or(text);
-    digits
-        .parse::<PrivateKeySigner>()
-        .map_err(|e| {
-            tracing::debug!(error = %e, "private key parse failed");
-            LedgerError::Key("not a valid hex private key (64 hex digits)".into())
-        })
+    digits.parse::<PrivateKeySigner>().map_err(|e| {
+        tracing::debug!(error = %e, "private key parse failed");
+        LedgerError::Key("not a valid hex private key (64 hex digits)".into())
+    })
 }
 
 /// Derives account `index` of a mnemonic on the standard Ethereum path.
@@ -128,7 +126,7 @@ mod tests {
     fn private_keys_parse_with_or_without_0x() {
         let random = PrivateKeySigner::random();
         let k = alloy::hex::encode(random.to_bytes());
-        let a = signer_from_hex(&Secret::new(k)).expect("bare");
+        let a = signer_from_hex(&Secret::new(k.clone())).expect("bare");
         let b = signer_from_hex(&Secret::new(format!("0x{k}"))).expect("prefixed");
         assert_eq!(a.address(), b.address());
         assert_eq!(a.address(), random.address());

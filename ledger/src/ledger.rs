@@ -28,7 +28,12 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     /// Reads an asset from the registry; `None` if it was never registered.
     async fn asset(&self, did: Did) -> Result<Option<AssetRecord>>;
     /// Updates the public-metadata hash of an asset owned by this account.
-    async fn set_metadata(&self, did: Did, metadata_hash: alloy::primitives::B256, url: String) -> Result<TxOutcome>;
+    async fn set_metadata(
+        &self,
+        did: Did,
+        metadata_hash: alloy::primitives::B256,
+        url: String,
+    ) -> Result<TxOutcome>;
 
     /// Orders a service and locks its price in escrow (approving the ERC-20 first if needed).
     async fn order(&self, did: Did, service_index: u64) -> Result<OrderOutcome>;

@@ -101,10 +101,9 @@ impl RpcLedgerBuilder {
     /// Connects and checks that the node is on the expected chain.
     pub async fn connect(self) -> Result<RpcLedger> {
         let endpoint = endpoint_label(&self.url);
-        let url = self
-            .url
-            .parse()
-            .map_err(|_| LedgerError::Invalid(format!("RPC URL for {endpoint} is not a valid URL")))?;
+        let url = self.url.parse().map_err(|_| {
+            LedgerError::Invalid(format!("RPC URL for {endpoint} is not a valid URL"))
+        })?;
         let contracts = self
             .contracts
             .ok_or_else(|| LedgerError::Invalid("contract addresses are required".into()))?;
@@ -131,7 +130,9 @@ impl RpcLedgerBuilder {
             async move {
                 match provider.get_chain_id().await {
                     Ok(id) => Attempt::Done(id),
-                    Err(e) => Attempt::Transient(unavailable(&endpoint, "reading the chain id", &e)),
+                    Err(e) => {
+                        Attempt::Transient(unavailable(&endpoint, "reading the chain id", &e))
+                    }
                 }
             }
         })
@@ -186,7 +187,9 @@ impl RpcLedger {
 
     fn signer_account(&self, action: &str) -> Result<Address> {
         self.account.ok_or_else(|| {
-            LedgerError::Key(format!("{action} needs a signing key, and this ledger has none"))
+            LedgerError::Key(format!(
+                "{action} needs a signing key, and this ledger has none"
+            ))
         })
     }
 
@@ -256,8 +259,10 @@ impl RpcLedger {
     }
 
     async fn head(&self) -> Result<u64> {
-        self.read_rpc("reading the block number", || self.provider.get_block_number())
-            .await
+        self.read_rpc("reading the block number", || {
+            self.provider.get_block_number()
+        })
+        .await
     }
 }
 
@@ -313,7 +318,9 @@ impl Ledger for RpcLedger {
             return Ok(None);
         }
         let a = self
-            .read("reading the asset", || async { registry.getAsset(did.0).call().await })
+            .read("reading the asset", || async {
+                registry.getAsset(did.0).call().await
+            })
             .await?;
         let services = a
             .services
@@ -355,7 +362,10 @@ impl Ledger for RpcLedger {
         }
         let svc = self
             .read("reading the service terms", || async {
-                registry.getService(did.0, U256::from(service_index)).call().await
+                registry
+                    .getService(did.0, U256::from(service_index))
+                    .call()
+                    .await
             })
             .await
             .map_err(|e| match e {
@@ -374,7 +384,10 @@ impl Ledger for RpcLedger {
                 let token = TestToken::new(service.token, self.provider.clone());
                 let allowance = self
                     .read("reading the token allowance", || async {
-                        token.allowance(consumer, self.contracts.agreements).call().await
+                        token
+                            .allowance(consumer, self.contracts.agreements)
+                            .call()
+                            .await
                     })
                     .await?;
                 if allowance < service.price {
@@ -422,7 +435,7 @@ impl Ledger for RpcLedger {
                 manager.getAgreement(id.0).call().await
             })
             .await?;
-        let state = match u8::from(stored.state) {
+        let state = match stored.state {
             0 => return Ok(None),
             1 => AgreementState::Locked,
             2 => AgreementState::Fulfilled,
@@ -448,7 +461,9 @@ impl Ledger for RpcLedger {
         // decides which terms are real.
         let (event, log) = logs
             .into_iter()
-            .find(|(ev, _)| keccak256(alloy::sol_types::SolValue::abi_encode(&ev.terms)) == stored.termsHash)
+            .find(|(ev, _)| {
+                keccak256(alloy::sol_types::SolValue::abi_encode(&ev.terms)) == stored.termsHash
+            })
             .ok_or_else(|| LedgerError::Unavailable {
                 endpoint: self.endpoint.clone(),
                 action: format!("reading the order event of agreement {id}"),
@@ -509,8 +524,10 @@ impl Ledger for RpcLedger {
     async fn balance(&self, who: Address, token: Option<Address>) -> Result<U256> {
         match token {
             None => {
-                self.read_rpc("reading a balance", || self.provider.get_balance(who).into_future())
-                    .await
+                self.read_rpc("reading a balance", || {
+                    self.provider.get_balance(who).into_future()
+                })
+                .await
             }
             Some(token) => {
                 let erc20 = TestToken::new(token, self.provider.clone());
@@ -563,7 +580,11 @@ pub(crate) fn redact_urls(text: &str) -> String {
     text.split_inclusive(char::is_whitespace)
         .map(|word| {
             if word.contains("://") {
-                let trailing: String = word.chars().rev().take_while(|c| c.is_whitespace()).collect();
+                let trailing: String = word
+                    .chars()
+                    .rev()
+                    .take_while(|c| c.is_whitespace())
+                    .collect();
                 format!("<rpc>{trailing}")
             } else {
                 word.to_string()
@@ -583,7 +604,9 @@ fn unavailable(endpoint: &str, action: &str, e: &dyn std::fmt::Display) -> Ledge
 /// A node's error response is an answer (usually a revert); anything else is the transport.
 fn classify<T>(endpoint: &str, action: &str, e: ContractError) -> Attempt<T, LedgerError> {
     match &e {
-        ContractError::TransportError(RpcError::ErrorResp(_)) => Attempt::Fatal(reverted(action, &e)),
+        ContractError::TransportError(RpcError::ErrorResp(_)) => {
+            Attempt::Fatal(reverted(action, &e))
+        }
         ContractError::TransportError(_) => Attempt::Transient(unavailable(endpoint, action, &e)),
         _ => Attempt::Fatal(reverted(action, &e)),
     }
@@ -624,7 +647,10 @@ mod tests {
             endpoint_label("https://eth.example.com/v2/SECRETKEY?x=1"),
             "https://eth.example.com"
         );
-        assert_eq!(endpoint_label("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+        assert_eq!(
+            endpoint_label("http://127.0.0.1:8545"),
+            "http://127.0.0.1:8545"
+        );
     }
 
     #[test]

@@ -72,8 +72,7 @@ impl JsonlAuditLog {
 #[async_trait]
 impl AuditLog for JsonlAuditLog {
     async fn append(&self, record: &AuditRecord) -> Result<()> {
-        let mut line =
-            serde_json::to_vec(record).map_err(|e| PolicyError::Audit(e.to_string()))?;
+        let mut line = serde_json::to_vec(record).map_err(|e| PolicyError::Audit(e.to_string()))?;
         line.push(b'\n');
         let mut file = self.file.lock().await;
         file.write_all(&line)

@@ -50,18 +50,47 @@ pub struct Grant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum DenyReason {
-    UnknownAgreement { agreement: AgreementId },
-    WrongConsumer { agreement: AgreementId },
-    WrongAsset { agreement: AgreementId, did: Did },
-    WrongService { agreement: AgreementId, service: ServiceType, action: Action },
-    NotServedHere { did: Did },
-    NotConfirmed { agreement: AgreementId, have: u64, need: u64 },
-    Refunded { agreement: AgreementId },
-    Expired { agreement: AgreementId, access_end: u64 },
-    FulfilDeadlinePassed { agreement: AgreementId },
-    FulfilFailed { agreement: AgreementId, detail: String },
+    UnknownAgreement {
+        agreement: AgreementId,
+    },
+    WrongConsumer {
+        agreement: AgreementId,
+    },
+    WrongAsset {
+        agreement: AgreementId,
+        did: Did,
+    },
+    WrongService {
+        agreement: AgreementId,
+        service: ServiceType,
+        action: Action,
+    },
+    NotServedHere {
+        did: Did,
+    },
+    NotConfirmed {
+        agreement: AgreementId,
+        have: u64,
+        need: u64,
+    },
+    Refunded {
+        agreement: AgreementId,
+    },
+    Expired {
+        agreement: AgreementId,
+        access_end: u64,
+    },
+    FulfilDeadlinePassed {
+        agreement: AgreementId,
+    },
+    FulfilFailed {
+        agreement: AgreementId,
+        detail: String,
+    },
     /// The chain could not be asked. Not the consumer's fault, and never a grant.
-    ChainUnavailable { detail: String },
+    ChainUnavailable {
+        detail: String,
+    },
     AuditUnavailable,
 }
 
@@ -88,21 +117,32 @@ impl fmt::Display for DenyReason {
             DenyReason::WrongAsset { agreement, did } => {
                 write!(f, "agreement {agreement} is not for asset {did}")
             }
-            DenyReason::WrongService { agreement, service, action } => write!(
+            DenyReason::WrongService {
+                agreement,
+                service,
+                action,
+            } => write!(
                 f,
                 "agreement {agreement} is for the {service} service, not {action}"
             ),
             DenyReason::NotServedHere { did } => {
                 write!(f, "this provider does not serve asset {did}")
             }
-            DenyReason::NotConfirmed { agreement, have, need } => write!(
+            DenyReason::NotConfirmed {
+                agreement,
+                have,
+                need,
+            } => write!(
                 f,
                 "agreement {agreement} has {have} of {need} required confirmations; retry shortly"
             ),
             DenyReason::Refunded { agreement } => {
                 write!(f, "agreement {agreement} was refunded and grants nothing")
             }
-            DenyReason::Expired { agreement, access_end } => write!(
+            DenyReason::Expired {
+                agreement,
+                access_end,
+            } => write!(
                 f,
                 "agreement {agreement} has expired (access ended at {access_end}); order again"
             ),
@@ -114,7 +154,10 @@ impl fmt::Display for DenyReason {
                 write!(f, "fulfilling agreement {agreement} failed: {detail}")
             }
             DenyReason::ChainUnavailable { detail } => {
-                write!(f, "the chain is unavailable, so nothing is granted: {detail}")
+                write!(
+                    f,
+                    "the chain is unavailable, so nothing is granted: {detail}"
+                )
             }
             DenyReason::AuditUnavailable => {
                 write!(f, "the audit log is unavailable, so nothing is granted")

@@ -96,7 +96,9 @@ pub fn decode_token(bearer: &str) -> Result<(AccessToken, Signature)> {
     let wire = URL_SAFE_NO_PAD
         .decode(bearer.trim())
         .map_err(|_| invalid("token is not base64url"))?;
-    let (version, rest) = wire.split_first().ok_or_else(|| invalid("token is empty"))?;
+    let (version, rest) = wire
+        .split_first()
+        .ok_or_else(|| invalid("token is empty"))?;
     if *version != WIRE_VERSION {
         return Err(invalid(format!("unsupported token version {version}")));
     }
@@ -105,7 +107,8 @@ pub fn decode_token(bearer: &str) -> Result<(AccessToken, Signature)> {
     }
     let (body, sig_bytes) = rest.split_at(rest.len() - 65);
     let token = AccessToken::abi_decode(body).map_err(|_| invalid("token body is malformed"))?;
-    let sig = Signature::from_raw(sig_bytes).map_err(|_| invalid("token signature is malformed"))?;
+    let sig =
+        Signature::from_raw(sig_bytes).map_err(|_| invalid("token signature is malformed"))?;
     Ok((token, sig))
 }
 
@@ -171,7 +174,11 @@ fn invalid(msg: impl Into<String>) -> PolicyError {
 impl TokenVerifier {
     /// A verifier for tokens addressed to `provider` on the deployment whose
     /// `AgreementManager` is `verifying_contract` on `chain_id`.
-    pub fn builder(provider: Address, chain_id: u64, verifying_contract: Address) -> TokenVerifierBuilder {
+    pub fn builder(
+        provider: Address,
+        chain_id: u64,
+        verifying_contract: Address,
+    ) -> TokenVerifierBuilder {
         TokenVerifierBuilder {
             provider,
             chain_id,
@@ -283,15 +290,20 @@ mod tests {
         let consumer = PrivateKeySigner::random();
         let provider = Address::repeat_byte(0x22);
         let token = sign_access_token(&consumer, &claims(provider)).expect("sign");
-        let p = verifier(provider).verify(&token, 1_000_010).expect("verify");
+        let p = verifier(provider)
+            .verify(&token, 1_000_010)
+            .expect("verify");
         assert_eq!(p.consumer, consumer.address());
     }
 
     #[test]
     fn a_token_for_another_provider_is_refused() {
         let consumer = PrivateKeySigner::random();
-        let token = sign_access_token(&consumer, &claims(Address::repeat_byte(0x22))).expect("sign");
-        let err = verifier(Address::repeat_byte(0x33)).verify(&token, 1_000_010).expect_err("aud");
+        let token =
+            sign_access_token(&consumer, &claims(Address::repeat_byte(0x22))).expect("sign");
+        let err = verifier(Address::repeat_byte(0x33))
+            .verify(&token, 1_000_010)
+            .expect_err("aud");
         assert!(err.to_string().contains("addressed to provider"), "{err}");
     }
 

@@ -12,9 +12,14 @@ pub async fn run(cmd: DevCommand) -> Result<()> {
             test_token,
         } => {
             let signer = super::load_key(&key)?;
-            let deployed = insitu_ledger::deploy_contracts(&chain.rpc_url, signer.clone(), fee_bps, fee_receiver)
-                .await
-                .context("deploying the insitu contracts")?;
+            let deployed = insitu_ledger::deploy_contracts(
+                &chain.rpc_url,
+                signer.clone(),
+                fee_bps,
+                fee_receiver,
+            )
+            .await
+            .context("deploying the insitu contracts")?;
             println!("export INSITU_CHAIN_ID={}", deployed.chain_id);
             println!("export INSITU_REGISTRY={}", deployed.addresses.registry);
             println!("export INSITU_AGREEMENTS={}", deployed.addresses.agreements);

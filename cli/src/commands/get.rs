@@ -34,7 +34,9 @@ impl Sink {
             .to_ascii_lowercase();
         Ok(match ext.as_str() {
             "parquet" | "pq" => Sink::Parquet(ArrowWriter::try_new(file, schema, None)?),
-            "arrow" | "ipc" | "feather" => Sink::Ipc(arrow::ipc::writer::FileWriter::try_new(file, &schema)?),
+            "arrow" | "ipc" | "feather" => {
+                Sink::Ipc(arrow::ipc::writer::FileWriter::try_new(file, &schema)?)
+            }
             "csv" => Sink::Csv(arrow::csv::Writer::new(file)),
             other => bail!("unsupported output extension '{other}': use .parquet, .arrow or .csv"),
         })
@@ -62,7 +64,10 @@ impl Sink {
 }
 
 fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
 }
@@ -71,7 +76,10 @@ pub async fn run(a: GetArgs) -> Result<()> {
     let did: Did = a.did.parse()?;
     let agreement: AgreementId = a.agreement.parse()?;
     if a.out.exists() {
-        bail!("{} already exists; choose another --out or remove it", a.out.display());
+        bail!(
+            "{} already exists; choose another --out or remove it",
+            a.out.display()
+        );
     }
     let signer = super::load_key(&a.key)?;
     let ledger = super::connect(&a.chain, None).await?;
@@ -144,7 +152,8 @@ pub async fn run(a: GetArgs) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("moving the download to {}", a.out.display()))?;
+    std::fs::rename(&tmp, &a.out)
+        .with_context(|| format!("moving the download to {}", a.out.display()))?;
     bar.finish_with_message(format!("downloaded {did}"));
     eprintln!("wrote {rows} rows to {}", a.out.display());
     Ok(())

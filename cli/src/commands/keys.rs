@@ -15,10 +15,16 @@ fn password(var: &str) -> Result<insitu_ledger::Secret> {
 
 fn write_keystore(out: &Path, key: &[u8], password_var: &str) -> Result<PrivateKeySigner> {
     if out.exists() {
-        bail!("{} already exists; refusing to overwrite a key", out.display());
+        bail!(
+            "{} already exists; refusing to overwrite a key",
+            out.display()
+        );
     }
     let pw = password(password_var)?;
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = out
         .file_name()

@@ -10,7 +10,10 @@ pub async fn run(a: OrderArgs) -> Result<()> {
     let outcome = ledger.order(did, a.service).await?;
     println!("{}", outcome.agreement_id);
     if let Some(approval) = outcome.approval {
-        eprintln!("approved the payment token in tx {} (gas {})", approval.hash, approval.gas_used);
+        eprintln!(
+            "approved the payment token in tx {} (gas {})",
+            approval.hash, approval.gas_used
+        );
     }
     eprintln!(
         "ordered service {} of {did}: agreement {} in tx {} (gas {})",

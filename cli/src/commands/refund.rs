@@ -8,10 +8,16 @@ pub async fn run(a: StatusArgs) -> Result<()> {
     let signer = super::load_key(&a.key)?;
     let ledger = super::connect(&a.chain, Some(signer)).await?;
     let Some(ag) = ledger.agreement(id).await? else {
-        bail!("agreement {id} does not exist on chain {}", ledger.chain_id());
+        bail!(
+            "agreement {id} does not exist on chain {}",
+            ledger.chain_id()
+        );
     };
     let tx = ledger.refund(&ag).await?;
     println!("{}", tx.hash);
-    eprintln!("refunded {} to {} (gas {})", ag.terms.price, ag.terms.consumer, tx.gas_used);
+    eprintln!(
+        "refunded {} to {} (gas {})",
+        ag.terms.price, ag.terms.consumer, tx.gas_used
+    );
     Ok(())
 }

@@ -7,7 +7,10 @@ pub async fn run(a: StatusArgs) -> Result<()> {
     let id: AgreementId = a.agreement.parse()?;
     let ledger = super::connect(&a.chain, None).await?;
     let Some(ag) = ledger.agreement(id).await? else {
-        bail!("agreement {id} does not exist on chain {}", ledger.chain_id());
+        bail!(
+            "agreement {id} does not exist on chain {}",
+            ledger.chain_id()
+        );
     };
     let now = ledger.chain_time().await?;
     let t = &ag.terms;
@@ -22,10 +25,17 @@ pub async fn run(a: StatusArgs) -> Result<()> {
     }
     println!("fee            {}", t.fee);
     println!("receiver       {}", t.receiver);
-    println!("confirmations  {} (need {})", ag.confirmations, ledger.required_confirmations());
+    println!(
+        "confirmations  {} (need {})",
+        ag.confirmations,
+        ledger.required_confirmations()
+    );
     match ag.state {
         AgreementState::Locked if now >= t.refund_after => {
-            println!("deadline       passed at {}: the consumer may refund", t.refund_after)
+            println!(
+                "deadline       passed at {}: the consumer may refund",
+                t.refund_after
+            )
         }
         AgreementState::Locked => println!(
             "deadline       provider must fulfil within {} s",

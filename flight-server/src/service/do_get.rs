@@ -22,7 +22,8 @@ pub(super) async fn do_get(
     svc: &GatedFlight,
     request: Request<Ticket>,
 ) -> Result<super::Stream<FlightData>> {
-    let principal = auth::principal(&request).map_err(|s| FlightError::Unauthenticated(s.message().to_string()))?;
+    let principal = auth::principal(&request)
+        .map_err(|s| FlightError::Unauthenticated(s.message().to_string()))?;
     let claims = svc
         .tickets
         .verify(&request.get_ref().ticket, principal.consumer, unix_now())?;
@@ -38,7 +39,8 @@ pub(super) async fn do_get(
         ));
     }
     let (schema, batches) = open_batches(&claims.did.to_string(), &location).await?;
-    let batches = batches.map_err(|e| arrow_flight::error::FlightError::from_external_error(Box::new(e)));
+    let batches =
+        batches.map_err(|e| arrow_flight::error::FlightError::from_external_error(Box::new(e)));
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_max_flight_data_size(MAX_FLIGHT_DATA)

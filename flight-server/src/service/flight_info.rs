@@ -1,9 +1,11 @@
 //! `GetFlightInfo` and `GetSchema` for download assets: check the grant, then describe the
 //! stream and hand out a ticket bound to this principal.
 
-use arrow::datatypes::SchemaRef;
-use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, SchemaAsIpc, SchemaResult, Ticket};
 use alloy::primitives::B256;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, SchemaAsIpc, SchemaResult, Ticket,
+};
 use insitu_catalog::{StorageLocation, StoredAsset};
 use insitu_ledger::Did;
 use insitu_policy::{Action, Principal};
@@ -23,11 +25,21 @@ pub(super) async fn served_asset(
 ) -> Result<(StoredAsset, StorageLocation)> {
     let unknown = || FlightError::UnknownAsset(did.to_string());
     let internal = |e: insitu_catalog::CatalogError| FlightError::Internal(e.to_string());
-    let asset = svc.catalog.get(did).await.map_err(internal)?.ok_or_else(unknown)?;
+    let asset = svc
+        .catalog
+        .get(did)
+        .await
+        .map_err(internal)?
+        .ok_or_else(unknown)?;
     if !asset.registered {
         return Err(unknown());
     }
-    let location = svc.catalog.location(did).await.map_err(internal)?.ok_or_else(unknown)?;
+    let location = svc
+        .catalog
+        .location(did)
+        .await
+        .map_err(internal)?
+        .ok_or_else(unknown)?;
     Ok((asset, location))
 }
 
@@ -43,8 +55,15 @@ pub(super) fn fingerprint(asset: &StoredAsset) -> Result<B256> {
 async fn checked(
     svc: &GatedFlight,
     request: &Request<FlightDescriptor>,
-) -> Result<(Principal, AssetRequest, insitu_policy::Grant, StoredAsset, SchemaRef)> {
-    let principal = auth::principal(request).map_err(|s| FlightError::Unauthenticated(s.message().to_string()))?;
+) -> Result<(
+    Principal,
+    AssetRequest,
+    insitu_policy::Grant,
+    StoredAsset,
+    SchemaRef,
+)> {
+    let principal = auth::principal(request)
+        .map_err(|s| FlightError::Unauthenticated(s.message().to_string()))?;
     let asked = AssetRequest::from_descriptor(request.get_ref())?;
     let grant = svc.grant(&principal, asked, Action::Download).await?;
     let (asset, location) = served_asset(svc, asked.did).await?;
@@ -57,7 +76,8 @@ pub(super) async fn get_flight_info(
     request: Request<FlightDescriptor>,
 ) -> Result<FlightInfo> {
     let (principal, asked, grant, asset, schema) = checked(svc, &request).await?;
-    let expires_at = (unix_now() + svc.ticket_ttl.as_secs()).min(grant.access_end.max(unix_now() + 1));
+    let expires_at =
+        (unix_now() + svc.ticket_ttl.as_secs()).min(grant.access_end.max(unix_now() + 1));
     let ticket = svc.tickets.issue(&TicketClaims {
         principal: principal.consumer,
         did: asked.did,

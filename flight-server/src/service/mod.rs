@@ -88,7 +88,9 @@ impl FlightService for GatedFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(flight_info::get_flight_info(self, request).await?))
+        Ok(Response::new(
+            flight_info::get_flight_info(self, request).await?,
+        ))
     }
 
     async fn poll_flight_info(

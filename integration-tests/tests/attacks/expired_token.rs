@@ -24,7 +24,13 @@ async fn an_expired_token_is_refused() {
         },
     )
     .expect("sign");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&token))).await.expect("client");
-    assert_refused(info(&mut client, s.free, t.agreement).await, Code::Unauthenticated, "expired");
+    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&token)))
+        .await
+        .expect("client");
+    assert_refused(
+        info(&mut client, s.free, t.agreement).await,
+        Code::Unauthenticated,
+        "expired",
+    );
     t.assert_no_fulfil().await;
 }

@@ -19,7 +19,9 @@ async fn a_token_claiming_a_consumer_but_signed_by_another_key_is_refused() {
     let hash = claims.eip712_signing_hash(&insitu_domain(d.chain_id, d.addresses.agreements));
     let attacker_sig = account(6).sign_hash_sync(&hash).expect("sign");
     let forged = encode_token(&claims, &attacker_sig);
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&forged))).await.expect("client");
+    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&forged)))
+        .await
+        .expect("client");
     assert_refused(
         info(&mut client, s.free, t.agreement).await,
         Code::Unauthenticated,
@@ -30,8 +32,14 @@ async fn a_token_claiming_a_consumer_but_signed_by_another_key_is_refused() {
     let last = raw.len() - 3;
     raw[last] = if raw[last] == 'A' { 'B' } else { 'A' };
     let flipped: String = raw.into_iter().collect();
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&flipped))).await.expect("client");
-    assert_refused(info(&mut client, s.free, t.agreement).await, Code::Unauthenticated, "invalid access token");
+    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&flipped)))
+        .await
+        .expect("client");
+    assert_refused(
+        info(&mut client, s.free, t.agreement).await,
+        Code::Unauthenticated,
+        "invalid access token",
+    );
     let _ = account(CONSUMER);
     t.assert_no_fulfil().await;
 }

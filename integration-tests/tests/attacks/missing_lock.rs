@@ -13,11 +13,18 @@ async fn an_agreement_whose_lock_is_missing_is_refused_before_any_fulfil() {
     // An agreement id shaped like a real one (the next nonce) that was never ordered, so
     // no payment is locked for it.
     let fabricated = AgreementId(keccak256(
-        [s.world.deployed.addresses.agreements.as_slice(), B256::with_last_byte(99).as_slice()].concat(),
+        [
+            s.world.deployed.addresses.agreements.as_slice(),
+            B256::with_last_byte(99).as_slice(),
+        ]
+        .concat(),
     ));
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     assert_refused(
         info(&mut client, s.free, fabricated).await,
         Code::PermissionDenied,

@@ -13,10 +13,20 @@ async fn a_refunded_agreement_grants_nothing() {
     s.world.warp(601).await.expect("warp");
     consumer.refund(&agreement).await.expect("refund");
     let txs = s.provider_txs().await.expect("txs");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
-    assert_refused(info(&mut client, s.paid, id).await, Code::PermissionDenied, "was refunded");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
+    assert_refused(
+        info(&mut client, s.paid, id).await,
+        Code::PermissionDenied,
+        "was refunded",
+    );
     assert_eq!(s.provider_txs().await.expect("txs"), txs);
-    assert_eq!(s.state(id).await.expect("state"), Some(AgreementState::Refunded));
+    assert_eq!(
+        s.state(id).await.expect("state"),
+        Some(AgreementState::Refunded)
+    );
 }

@@ -10,15 +10,25 @@ async fn a_ticket_replayed_by_another_principal_is_refused() {
     let s = &t.scene;
     // The paid asset: the victim orders it and obtains a ticket (fulfilling legitimately).
     let victim_agreement = s.order(CONSUMER, s.paid).await.expect("order");
-    let mut victim = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
-    let stolen = ticket_of(&info(&mut victim, s.paid, victim_agreement).await.expect("victim info"));
+    let mut victim = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
+    let stolen = ticket_of(
+        &info(&mut victim, s.paid, victim_agreement)
+            .await
+            .expect("victim info"),
+    );
     let txs_after_victim = s.provider_txs().await.expect("txs");
 
-    let mut thief = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(OTHER_CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut thief = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(OTHER_CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     assert_refused(
         fetch(&mut thief, stolen.clone()).await,
         Code::PermissionDenied,

@@ -11,9 +11,12 @@ async fn a_tampered_ticket_is_refused() {
     let s = &t.scene;
     // Obtain a genuine ticket for the paid asset, then alter it to point elsewhere.
     let agreement = s.order(CONSUMER, s.paid).await.expect("order");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&s.token(CONSUMER).expect("t"))))
-        .await
-        .expect("client");
+    let mut client = raw_client(
+        &s.provider.endpoint,
+        Some(&bearer(&s.token(CONSUMER).expect("t"))),
+    )
+    .await
+    .expect("client");
     let genuine = ticket_of(&info(&mut client, s.paid, agreement).await.expect("info"));
     let txs = s.provider_txs().await.expect("txs");
     let mut bytes = genuine.ticket.to_vec();
@@ -32,7 +35,11 @@ async fn a_tampered_ticket_is_refused() {
         Code::PermissionDenied,
         "altered",
     );
-    assert_eq!(s.provider_txs().await.expect("txs"), txs, "no transaction after the legitimate fulfil");
+    assert_eq!(
+        s.provider_txs().await.expect("txs"),
+        txs,
+        "no transaction after the legitimate fulfil"
+    );
     assert_eq!(
         s.state(t.agreement).await.expect("state"),
         Some(insitu_ledger::AgreementState::Locked)

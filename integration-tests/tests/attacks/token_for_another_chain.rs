@@ -24,7 +24,9 @@ async fn a_token_signed_for_another_chain_is_refused() {
         },
     )
     .expect("sign");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&token))).await.expect("client");
+    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&token)))
+        .await
+        .expect("client");
     // The EIP-712 domain binds the chain: the signature recovers to another address.
     assert_refused(
         info(&mut client, s.free, t.agreement).await,

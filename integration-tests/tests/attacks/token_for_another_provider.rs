@@ -10,7 +10,9 @@ async fn a_token_addressed_to_another_provider_is_refused() {
     let s = &t.scene;
     let elsewhere = account(7).address();
     let token = token_for(&s.world, &account(CONSUMER), elsewhere).expect("token");
-    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&token))).await.expect("client");
+    let mut client = raw_client(&s.provider.endpoint, Some(&bearer(&token)))
+        .await
+        .expect("client");
     assert_refused(
         info(&mut client, s.free, t.agreement).await,
         Code::Unauthenticated,

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test of insitu on a fresh machine that has cargo, node/npm and python3.
+# It installs what it needs itself: the npm tools (solc, OpenZeppelin, anvil) from the
+# committed lock file, and a Python venv with the pinned client libraries. Then it checks
+# that the committed contract artifacts match their sources, checks formatting and
+# lints, and runs all tests.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# Build outputs live outside the clone so CI runs on the same machine reuse them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/insitu/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "shared data"
+if [ -d ../shared ]; then
+  echo "../shared found"
+else
+  echo "warning: ../shared is missing; tests that read shared data will say so"
+fi
+
+step "npm tools (solc, OpenZeppelin, anvil) from package-lock.json"
+(cd ledger/contracts && npm ci --no-audit --no-fund --loglevel=error)
+
+step "contract artifacts match their sources"
+(cd ledger/contracts && node scripts/compile.mjs --check)
+
+step "python venv for client tests"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r integration-tests/python/requirements.txt
+
+step "formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the insitu binary (the CLI tests run it)"
+cargo build --locked -p insitu
+
+step "tests"
+cargo test --workspace --locked

@@ -107,6 +107,11 @@ pub fn decode_token(bearer: &str) -> Result<(AccessToken, Signature)> {
     }
     let (body, sig_bytes) = rest.split_at(rest.len() - 65);
     let token = AccessToken::abi_decode(body).map_err(|_| invalid("token body is malformed"))?;
+    // ABI decoding tolerates dirty padding; a token has exactly one valid encoding, so
+    // any other byte string is a tampered token even if it decodes to the same values.
+    if token.abi_encode() != body {
+        return Err(invalid("token body is not canonically encoded"));
+    }
     let sig =
         Signature::from_raw(sig_bytes).map_err(|_| invalid("token signature is malformed"))?;
     Ok((token, sig))
@@ -332,10 +337,17 @@ mod tests {
         let consumer = PrivateKeySigner::random();
         let provider = Address::repeat_byte(0x22);
         let token = sign_access_token(&consumer, &claims(provider)).expect("sign");
-        let mut raw = URL_SAFE_NO_PAD.decode(&token).expect("b64");
-        raw[40] ^= 1;
-        let forged = URL_SAFE_NO_PAD.encode(raw);
-        assert!(verifier(provider).verify(&forged, 1_000_010).is_err());
+        let raw = URL_SAFE_NO_PAD.decode(&token).expect("b64");
+        // Every single-bit change anywhere in the token must be refused.
+        for i in 0..raw.len() {
+            let mut bad = raw.clone();
+            bad[i] ^= 1;
+            let forged = URL_SAFE_NO_PAD.encode(bad);
+            assert!(
+                verifier(provider).verify(&forged, 1_000_010).is_err(),
+                "byte {i} flipped was accepted"
+            );
+        }
     }
 
     #[test]

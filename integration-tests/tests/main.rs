@@ -4,6 +4,7 @@
 
 mod attacks;
 mod bad_input;
+mod conformance;
 mod common;
 mod flows;
 mod python_client;

@@ -13,6 +13,7 @@
 pub mod bindings;
 mod deploy;
 mod did;
+pub mod embedded;
 pub mod eip712;
 mod error;
 mod keys;
@@ -23,6 +24,7 @@ mod types;
 
 pub use deploy::{DeployedContracts, deploy_contracts, deploy_test_token, mint_test_token};
 pub use did::{AgreementId, Did};
+pub use embedded::{EmbeddedChain, EmbeddedLedger};
 pub use error::{LedgerError, Result};
 pub use keys::{KeySource, Secret, load_signer, signer_from_hex, signer_from_mnemonic};
 pub use ledger::Ledger;

@@ -1,0 +1,531 @@
+//! [`EmbeddedLedger`]: the same compiled contracts, executed in revm inside this process.
+//!
+//! This is the chain of `insitu demo` and of single-organisation deployments that want the
+//! agreement model without running a node. Blocks are instant (one per transaction),
+//! events are recorded, and the whole state (accounts, storage, code, events, block
+//! height) is written to the data directory after every transaction, so a restart keeps
+//! every asset, agreement and balance. Dev accounts are derived from a mnemonic and
+//! funded at genesis.
+//!
+//! Transactions are not signed: the process that holds an `EmbeddedLedger` for an account
+//! acts as that account. That is the trust model of an embedded chain (one operator); use
+//! [`crate::RpcLedger`] where parties must not trust the operator.
+
+mod evm;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::sol_types::{SolCall, SolConstructor, SolEvent, SolInterface, SolValue};
+use async_trait::async_trait;
+use revm::primitives::TxKind;
+
+use crate::bindings::{AgreementManager, AssetRegistry, TestToken};
+use crate::did::{AgreementId, Did};
+use crate::error::{LedgerError, Result};
+use crate::keys::{Secret, signer_from_mnemonic};
+use crate::ledger::Ledger;
+use crate::types::{
+    Agreement, AgreementState, AgreementTerms, AssetRecord, ContractAddresses, OrderOutcome,
+    RegisterAsset, ServiceOffer, TxOutcome,
+};
+
+pub use state::STATE_FILE;
+use state::{ChainState, StoredLog};
+
+/// The deterministic development mnemonic (the same one anvil and Hardhat use), so the
+/// embedded chain's dev accounts are the ones every Ethereum developer recognises.
+pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+/// Dev accounts funded at genesis.
+pub const DEV_ACCOUNTS: u32 = 10;
+/// Chain id of the embedded chain.
+pub const EMBEDDED_CHAIN_ID: u64 = 31337;
+
+fn reverted(action: &str, reason: impl Into<String>) -> LedgerError {
+    LedgerError::Reverted {
+        action: action.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Decodes revert data into the contract's custom error, formatted like [`crate::RpcLedger`]
+/// formats it, so callers see the same reasons on both ledgers.
+fn revert_reason(data: &[u8]) -> String {
+    if let Ok(e) = AgreementManager::AgreementManagerErrors::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    if let Ok(e) = AssetRegistry::AssetRegistryErrors::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    if let Ok(e) = TestToken::TestTokenErrors::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    format!("execution reverted (0x{})", alloy::hex::encode(data))
+}
+
+/// The shared in-process chain. Hand out one [`EmbeddedLedger`] per acting account.
+#[derive(Debug)]
+pub struct EmbeddedChain {
+    state: Mutex<ChainState>,
+    path: Option<PathBuf>,
+}
+
+/// What [`EmbeddedChain::open`] found or created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Genesis {
+    pub contracts: ContractAddresses,
+    pub test_token: Address,
+    /// Whether the state was loaded from disk (false: a new chain was created).
+    pub resumed: bool,
+}
+
+impl EmbeddedChain {
+    /// Opens the chain persisted in `data_dir`, or creates it there: dev accounts funded,
+    /// contracts and the test ERC-20 deployed. `None` keeps everything in memory.
+    pub fn open(data_dir: Option<&Path>) -> Result<(Arc<Self>, Genesis)> {
+        let path = data_dir.map(|d| d.join(STATE_FILE));
+        if let Some(p) = &path
+            && p.exists()
+        {
+            let state = state::load(p)?;
+            let genesis = Genesis {
+                contracts: state.contracts,
+                test_token: state.test_token,
+                resumed: true,
+            };
+            let chain = Arc::new(EmbeddedChain {
+                state: Mutex::new(state),
+                path,
+            });
+            return Ok((chain, genesis));
+        }
+        if let Some(d) = data_dir {
+            std::fs::create_dir_all(d).map_err(|e| {
+                LedgerError::Invalid(format!("cannot create data directory {}: {e}", d.display()))
+            })?;
+        }
+        let mut state = ChainState::empty(EMBEDDED_CHAIN_ID);
+        let phrase = Secret::new(DEV_MNEMONIC);
+        let mut deployer = Address::ZERO;
+        for i in 0..DEV_ACCOUNTS {
+            let a = signer_from_mnemonic(&phrase, i)?.address();
+            if i == 0 {
+                deployer = a;
+            }
+            state.fund(a, U256::from(10_000u64) * U256::from(10u64).pow(U256::from(18)));
+        }
+        let registry = state.deploy(deployer, AssetRegistry::BYTECODE.clone())?;
+        let ctor = AgreementManager::constructorCall {
+            registry_: registry,
+            feeBps_: 0,
+            feeReceiver_: Address::ZERO,
+        }
+        .abi_encode();
+        let mut code = AgreementManager::BYTECODE.to_vec();
+        code.extend_from_slice(&ctor);
+        let agreements = state.deploy(deployer, Bytes::from(code))?;
+        let token = state.deploy(deployer, TestToken::BYTECODE.clone())?;
+        state.contracts = ContractAddresses {
+            registry,
+            agreements,
+        };
+        state.test_token = token;
+        let genesis = Genesis {
+            contracts: state.contracts,
+            test_token: token,
+            resumed: false,
+        };
+        let chain = Arc::new(EmbeddedChain {
+            state: Mutex::new(state),
+            path,
+        });
+        chain.persist()?;
+        Ok((chain, genesis))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ChainState>> {
+        self.state
+            .lock()
+            .map_err(|_| LedgerError::Invalid("embedded chain state lock poisoned".into()))
+    }
+
+    fn persist(&self) -> Result<()> {
+        if let Some(p) = &self.path {
+            let state = self.lock()?;
+            state::save(&state, p)?;
+        }
+        Ok(())
+    }
+
+    /// A ledger acting as `account` on this chain.
+    pub fn ledger(self: &Arc<Self>, account: Address) -> Result<EmbeddedLedger> {
+        let contracts = self.lock()?.contracts;
+        Ok(EmbeddedLedger {
+            chain: self.clone(),
+            account,
+            contracts,
+        })
+    }
+
+    /// The addresses of the deployed contracts.
+    pub fn contracts(&self) -> Result<ContractAddresses> {
+        Ok(self.lock()?.contracts)
+    }
+
+    /// Development control: moves chain time forward (for refund and expiry scenarios).
+    pub fn advance_time(&self, seconds: u64) -> Result<()> {
+        let mut s = self.lock()?;
+        s.time_offset = s.time_offset.saturating_add(seconds);
+        s.mine_block();
+        drop(s);
+        self.persist()
+    }
+
+    /// Development control: mines `n` empty blocks.
+    pub fn mine(&self, n: u64) -> Result<()> {
+        let mut s = self.lock()?;
+        for _ in 0..n {
+            s.mine_block();
+        }
+        drop(s);
+        self.persist()
+    }
+
+    /// Mints test tokens (anyone may mint the test token; the deployer sends the call).
+    pub fn mint_test_token(&self, to: Address, amount: U256) -> Result<()> {
+        let (token, from) = {
+            let s = self.lock()?;
+            (s.test_token, s.deployer())
+        };
+        let data = TestToken::mintCall { to, amount }.abi_encode();
+        self.send(from, token, data.into(), U256::ZERO, "minting test tokens")?;
+        Ok(())
+    }
+
+    /// The test ERC-20 deployed at genesis.
+    pub fn test_token(&self) -> Result<Address> {
+        Ok(self.lock()?.test_token)
+    }
+
+    /// Executes a transaction in a new block and persists the state.
+    fn send(
+        &self,
+        from: Address,
+        to: Address,
+        data: Bytes,
+        value: U256,
+        action: &str,
+    ) -> Result<(TxOutcome, Vec<StoredLog>)> {
+        let result = {
+            let mut s = self.lock()?;
+            s.transact(from, TxKind::Call(to), data, value)
+        };
+        let outcome = result.map_err(|e| match e {
+            evm::ExecError::Reverted(data) => reverted(action, revert_reason(&data)),
+            evm::ExecError::Invalid(msg) => reverted(action, msg),
+        })?;
+        self.persist()?;
+        Ok(outcome)
+    }
+
+    /// Runs a read-only call against the latest state.
+    fn view<C: SolCall>(&self, to: Address, call: C, action: &str) -> Result<C::Return> {
+        let out = {
+            let mut s = self.lock()?;
+            s.call(to, call.abi_encode().into())
+        }
+        .map_err(|e| match e {
+            evm::ExecError::Reverted(data) => reverted(action, revert_reason(&data)),
+            evm::ExecError::Invalid(msg) => reverted(action, msg),
+        })?;
+        C::abi_decode_returns(&out)
+            .map_err(|e| LedgerError::Invalid(format!("{action}: cannot decode the result: {e}")))
+    }
+}
+
+/// A [`Ledger`] acting as one account on an [`EmbeddedChain`].
+#[derive(Debug, Clone)]
+pub struct EmbeddedLedger {
+    chain: Arc<EmbeddedChain>,
+    account: Address,
+    contracts: ContractAddresses,
+}
+
+impl EmbeddedLedger {
+    pub fn chain(&self) -> &Arc<EmbeddedChain> {
+        &self.chain
+    }
+}
+
+#[async_trait]
+impl Ledger for EmbeddedLedger {
+    fn chain_id(&self) -> u64 {
+        EMBEDDED_CHAIN_ID
+    }
+
+    fn contracts(&self) -> ContractAddresses {
+        self.contracts
+    }
+
+    fn account(&self) -> Address {
+        self.account
+    }
+
+    fn required_confirmations(&self) -> u64 {
+        1
+    }
+
+    async fn register_asset(&self, asset: RegisterAsset) -> Result<(Did, TxOutcome)> {
+        let call = AssetRegistry::registerCall {
+            seed: asset.seed,
+            metadataHash: asset.metadata_hash,
+            metadataUrl: asset.metadata_url.clone(),
+            providers: asset.providers.clone(),
+            services: asset.services.iter().map(ServiceOffer::to_sol).collect(),
+        };
+        let (tx, _) = self.chain.send(
+            self.account,
+            self.contracts.registry,
+            call.abi_encode().into(),
+            U256::ZERO,
+            "registering the asset",
+        )?;
+        Ok((Did::derive(self.account, asset.seed), tx))
+    }
+
+    async fn asset(&self, did: Did) -> Result<Option<AssetRecord>> {
+        let owner = self.chain.view(
+            self.contracts.registry,
+            AssetRegistry::ownerOfCall { did: did.0 },
+            "reading the asset owner",
+        )?;
+        if owner == Address::ZERO {
+            return Ok(None);
+        }
+        let a = self.chain.view(
+            self.contracts.registry,
+            AssetRegistry::getAssetCall { did: did.0 },
+            "reading the asset",
+        )?;
+        Ok(Some(AssetRecord {
+            did,
+            owner: a.owner,
+            metadata_hash: a.metadataHash,
+            metadata_url: a.metadataUrl,
+            providers: a.providers,
+            services: a
+                .services
+                .iter()
+                .map(ServiceOffer::from_sol)
+                .collect::<Result<Vec<_>>>()?,
+        }))
+    }
+
+    async fn set_metadata(&self, did: Did, metadata_hash: B256, url: String) -> Result<TxOutcome> {
+        let call = AssetRegistry::setMetadataCall {
+            did: did.0,
+            metadataHash: metadata_hash,
+            metadataUrl: url,
+        };
+        Ok(self
+            .chain
+            .send(
+                self.account,
+                self.contracts.registry,
+                call.abi_encode().into(),
+                U256::ZERO,
+                "updating the metadata hash",
+            )?
+            .0)
+    }
+
+    async fn order(&self, did: Did, service_index: u64) -> Result<OrderOutcome> {
+        if self.asset(did).await?.is_none() {
+            return Err(LedgerError::UnknownAsset(did));
+        }
+        let svc = self
+            .chain
+            .view(
+                self.contracts.registry,
+                AssetRegistry::getServiceCall {
+                    did: did.0,
+                    index: U256::from(service_index),
+                },
+                "reading the service terms",
+            )
+            .map_err(|e| match e {
+                LedgerError::Reverted { .. } => LedgerError::UnknownService {
+                    did,
+                    index: service_index,
+                },
+                other => other,
+            })?
+            .service;
+        let mut approval = None;
+        let value = if svc.token == Address::ZERO {
+            svc.price
+        } else {
+            if svc.price > U256::ZERO {
+                let allowance = self.chain.view(
+                    svc.token,
+                    TestToken::allowanceCall {
+                        owner: self.account,
+                        spender: self.contracts.agreements,
+                    },
+                    "reading the token allowance",
+                )?;
+                if allowance < svc.price {
+                    let call = TestToken::approveCall {
+                        spender: self.contracts.agreements,
+                        value: svc.price,
+                    };
+                    approval = Some(
+                        self.chain
+                            .send(
+                                self.account,
+                                svc.token,
+                                call.abi_encode().into(),
+                                U256::ZERO,
+                                "approving the payment token",
+                            )?
+                            .0,
+                    );
+                }
+            }
+            U256::ZERO
+        };
+        let call = AgreementManager::orderCall {
+            did: did.0,
+            serviceIndex: U256::from(service_index),
+        };
+        let (tx, logs) = self.chain.send(
+            self.account,
+            self.contracts.agreements,
+            call.abi_encode().into(),
+            value,
+            "placing the order",
+        )?;
+        let ordered = logs
+            .iter()
+            .filter(|l| l.address == self.contracts.agreements)
+            .find_map(|l| AgreementManager::Ordered::decode_raw_log(l.topics.iter().copied(), &l.data).ok())
+            .ok_or_else(|| reverted("placing the order", "no Ordered event was emitted"))?;
+        Ok(OrderOutcome {
+            agreement_id: AgreementId(ordered.agreementId),
+            approval,
+            tx,
+        })
+    }
+
+    async fn agreement(&self, id: AgreementId) -> Result<Option<Agreement>> {
+        let stored = self.chain.view(
+            self.contracts.agreements,
+            AgreementManager::getAgreementCall { agreementId: id.0 },
+            "reading the agreement",
+        )?;
+        let state = match stored.state {
+            0 => return Ok(None),
+            1 => AgreementState::Locked,
+            2 => AgreementState::Fulfilled,
+            3 => AgreementState::Refunded,
+            other => {
+                return Err(LedgerError::Invalid(format!(
+                    "agreement {id} has unknown state {other}"
+                )));
+            }
+        };
+        let (found, head) = {
+            let s = self.chain.lock()?;
+            let topic0 = AgreementManager::Ordered::SIGNATURE_HASH;
+            let found = s
+                .logs
+                .iter()
+                .filter(|l| {
+                    l.address == self.contracts.agreements
+                        && l.topics.first() == Some(&topic0)
+                        && l.topics.get(1) == Some(&id.0)
+                })
+                .find_map(|l| {
+                    AgreementManager::Ordered::decode_raw_log(l.topics.iter().copied(), &l.data)
+                        .ok()
+                        .filter(|ev| keccak256(ev.terms.abi_encode()) == stored.termsHash)
+                        .map(|ev| (ev, l.block))
+                });
+            (found, s.block)
+        };
+        let (event, block) = found.ok_or_else(|| {
+            LedgerError::Invalid(format!("agreement {id} has no recorded Ordered event"))
+        })?;
+        Ok(Some(Agreement {
+            id,
+            state,
+            access_end: stored.accessEnd,
+            terms: AgreementTerms::from_sol(&event.terms)?,
+            ordered_block: block,
+            confirmations: head.saturating_sub(block) + 1,
+        }))
+    }
+
+    async fn fulfill(&self, agreement: &Agreement) -> Result<TxOutcome> {
+        let call = AgreementManager::fulfillCall {
+            agreementId: agreement.id.0,
+            t: agreement.terms.to_sol(),
+        };
+        Ok(self
+            .chain
+            .send(
+                self.account,
+                self.contracts.agreements,
+                call.abi_encode().into(),
+                U256::ZERO,
+                &format!("fulfilling agreement {}", agreement.id),
+            )?
+            .0)
+    }
+
+    async fn refund(&self, agreement: &Agreement) -> Result<TxOutcome> {
+        let call = AgreementManager::refundCall {
+            agreementId: agreement.id.0,
+            t: agreement.terms.to_sol(),
+        };
+        Ok(self
+            .chain
+            .send(
+                self.account,
+                self.contracts.agreements,
+                call.abi_encode().into(),
+                U256::ZERO,
+                &format!("refunding agreement {}", agreement.id),
+            )?
+            .0)
+    }
+
+    async fn is_entitled(&self, consumer: Address, did: Did, service_index: u64) -> Result<bool> {
+        self.chain.view(
+            self.contracts.agreements,
+            AgreementManager::isEntitledCall {
+                consumer,
+                did: did.0,
+                serviceIndex: U256::from(service_index),
+            },
+            "reading the entitlement",
+        )
+    }
+
+    async fn balance(&self, who: Address, token: Option<Address>) -> Result<U256> {
+        match token {
+            None => Ok(self.chain.lock()?.eth_balance(who)),
+            Some(token) => self.chain.view(
+                token,
+                TestToken::balanceOfCall { account: who },
+                "reading a token balance",
+            ),
+        }
+    }
+
+    async fn chain_time(&self) -> Result<u64> {
+        Ok(self.chain.lock()?.now())
+    }
+}

@@ -91,7 +91,10 @@ async fn register(ledger: &dyn Ledger, seed: u8, offers: Vec<ServiceOffer>) -> D
 fn reverted_with(r: Result<impl std::fmt::Debug, LedgerError>, needle: &str) {
     match r {
         Err(LedgerError::Reverted { reason, .. }) => {
-            assert!(reason.contains(needle), "reason '{reason}' lacks '{needle}'")
+            assert!(
+                reason.contains(needle),
+                "reason '{reason}' lacks '{needle}'"
+            )
         }
         other => panic!("expected a revert with {needle}, got {other:?}"),
     }
@@ -103,9 +106,18 @@ async fn order_fulfil_and_entitlement(chain: Chain) {
     let token = chain.token();
     let buyer = account(CONSUMER).address();
     chain.mint(buyer, U256::from(10_000u64)).await;
-    let did = register(provider.as_ref(), 1, vec![offer(1000, Some(token)), offer(7, None)]).await;
+    let did = register(
+        provider.as_ref(),
+        1,
+        vec![offer(1000, Some(token)), offer(7, None)],
+    )
+    .await;
 
-    let record = provider.asset(did).await.expect("asset").expect("registered");
+    let record = provider
+        .asset(did)
+        .await
+        .expect("asset")
+        .expect("registered");
     assert_eq!(record.owner, provider.account());
     assert_eq!(record.services.len(), 2);
     assert_eq!(record.providers, vec![provider.account()]);
@@ -125,26 +137,48 @@ async fn order_fulfil_and_entitlement(chain: Chain) {
         assert_eq!(ag.terms.service_index, index);
         assert_eq!(ag.terms.token, tok);
         assert!(ag.confirmations >= 1);
-        let escrow = provider.balance(provider.contracts().agreements, tok).await.expect("e");
+        let escrow = provider
+            .balance(provider.contracts().agreements, tok)
+            .await
+            .expect("e");
         assert_eq!(escrow, ag.terms.price, "the price is in escrow");
 
         chain.mine(2).await;
-        let deeper = provider.agreement(ag.id).await.expect("read").expect("exists");
-        assert_eq!(deeper.confirmations, ag.confirmations + 2, "events carry their block");
+        let deeper = provider
+            .agreement(ag.id)
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            deeper.confirmations,
+            ag.confirmations + 2,
+            "events carry their block"
+        );
 
         let tx = provider.fulfill(&ag).await.expect("fulfil");
         assert!(tx.gas_used > 0);
-        let done = provider.agreement(ag.id).await.expect("read").expect("exists");
+        let done = provider
+            .agreement(ag.id)
+            .await
+            .expect("read")
+            .expect("exists");
         assert_eq!(done.state, AgreementState::Fulfilled);
         let now = provider.chain_time().await.expect("time");
         assert!(done.access_end > now && done.access_end <= now + 3600 + 5);
         assert!(consumer.is_entitled(buyer, did, index).await.expect("view"));
         let owner_gain = provider.balance(provider.account(), tok).await.expect("b") - before_owner;
         if tok.is_some() {
-            assert_eq!(owner_gain, ag.terms.price - ag.terms.fee, "owner paid price minus fee");
+            assert_eq!(
+                owner_gain,
+                ag.terms.price - ag.terms.fee,
+                "owner paid price minus fee"
+            );
         }
         assert_eq!(
-            provider.balance(provider.contracts().agreements, tok).await.expect("e"),
+            provider
+                .balance(provider.contracts().agreements, tok)
+                .await
+                .expect("e"),
             U256::ZERO,
             "escrow released"
         );
@@ -161,8 +195,15 @@ async fn refund_after_timeout_only(chain: Chain) {
     chain.mint(buyer, U256::from(5_000u64)).await;
     let did = register(provider.as_ref(), 2, vec![offer(1000, Some(token))]).await;
     let ordered = consumer.order(did, 0).await.expect("order");
-    let ag = consumer.agreement(ordered.agreement_id).await.expect("r").expect("e");
-    assert_eq!(consumer.balance(buyer, Some(token)).await.expect("b"), U256::from(4_000u64));
+    let ag = consumer
+        .agreement(ordered.agreement_id)
+        .await
+        .expect("r")
+        .expect("e");
+    assert_eq!(
+        consumer.balance(buyer, Some(token)).await.expect("b"),
+        U256::from(4_000u64)
+    );
 
     reverted_with(consumer.refund(&ag).await, "RefundTooEarly");
     reverted_with(
@@ -170,10 +211,16 @@ async fn refund_after_timeout_only(chain: Chain) {
         "NotConsumer",
     );
     chain.warp(601).await;
-    reverted_with(chain.ledger(OTHER_CONSUMER).await.refund(&ag).await, "NotConsumer");
+    reverted_with(
+        chain.ledger(OTHER_CONSUMER).await.refund(&ag).await,
+        "NotConsumer",
+    );
     reverted_with(provider.fulfill(&ag).await, "FulfillTooLate");
     consumer.refund(&ag).await.expect("refund");
-    assert_eq!(consumer.balance(buyer, Some(token)).await.expect("b"), U256::from(5_000u64));
+    assert_eq!(
+        consumer.balance(buyer, Some(token)).await.expect("b"),
+        U256::from(5_000u64)
+    );
     let refunded = consumer.agreement(ag.id).await.expect("r").expect("e");
     assert_eq!(refunded.state, AgreementState::Refunded);
     reverted_with(consumer.refund(&refunded).await, "WrongState");
@@ -186,12 +233,20 @@ async fn error_cases(chain: Chain) {
     let consumer = chain.ledger(CONSUMER).await;
     let stranger = chain.ledger(OTHER_CONSUMER).await;
     let token = chain.token();
-    let did = register(provider.as_ref(), 3, vec![offer(1000, Some(token)), offer(5, None)]).await;
+    let did = register(
+        provider.as_ref(),
+        3,
+        vec![offer(1000, Some(token)), offer(5, None)],
+    )
+    .await;
 
     // Unknown asset, unknown service, unknown agreement.
     let nowhere = Did(B256::repeat_byte(0x77));
     assert!(provider.asset(nowhere).await.expect("read").is_none());
-    assert!(matches!(consumer.order(nowhere, 0).await, Err(LedgerError::UnknownAsset(_))));
+    assert!(matches!(
+        consumer.order(nowhere, 0).await,
+        Err(LedgerError::UnknownAsset(_))
+    ));
     assert!(matches!(
         consumer.order(did, 9).await,
         Err(LedgerError::UnknownService { index: 9, .. })
@@ -233,10 +288,16 @@ async fn error_cases(chain: Chain) {
 
     // Only a provider of the asset may fulfil; only the owner may change metadata.
     let ordered = consumer.order(did, 1).await.expect("eth order");
-    let ag = consumer.agreement(ordered.agreement_id).await.expect("r").expect("e");
+    let ag = consumer
+        .agreement(ordered.agreement_id)
+        .await
+        .expect("r")
+        .expect("e");
     reverted_with(stranger.fulfill(&ag).await, "NotProvider");
     reverted_with(
-        stranger.set_metadata(did, B256::repeat_byte(1), "x".into()).await,
+        stranger
+            .set_metadata(did, B256::repeat_byte(1), "x".into())
+            .await,
         "NotOwner",
     );
     provider
@@ -244,7 +305,12 @@ async fn error_cases(chain: Chain) {
         .await
         .expect("owner updates metadata");
     assert_eq!(
-        provider.asset(did).await.expect("r").expect("e").metadata_hash,
+        provider
+            .asset(did)
+            .await
+            .expect("r")
+            .expect("e")
+            .metadata_hash,
         B256::repeat_byte(1)
     );
 
@@ -296,7 +362,11 @@ async fn embedded_chain_state_survives_a_restart() {
         .expect("mint");
     let did = register(&provider, 9, vec![offer(100, Some(genesis.test_token))]).await;
     let ordered = consumer.order(did, 0).await.expect("order");
-    let ag = provider.agreement(ordered.agreement_id).await.expect("r").expect("e");
+    let ag = provider
+        .agreement(ordered.agreement_id)
+        .await
+        .expect("r")
+        .expect("e");
     provider.fulfill(&ag).await.expect("fulfil");
     drop((chain, provider, consumer));
 
@@ -305,12 +375,22 @@ async fn embedded_chain_state_survives_a_restart() {
     assert_eq!(again.contracts, genesis.contracts);
     let l = chain.ledger(account(PROVIDER).address()).expect("ledger");
     assert!(l.asset(did).await.expect("asset").is_some(), "asset kept");
-    let kept = l.agreement(ag.id).await.expect("r").expect("agreement kept");
+    let kept = l
+        .agreement(ag.id)
+        .await
+        .expect("r")
+        .expect("agreement kept");
     assert_eq!(kept.state, AgreementState::Fulfilled);
     assert_eq!(
-        l.balance(account(CONSUMER).address(), Some(genesis.test_token)).await.expect("b"),
+        l.balance(account(CONSUMER).address(), Some(genesis.test_token))
+            .await
+            .expect("b"),
         U256::from(400u64),
         "balances kept"
     );
-    assert!(l.is_entitled(account(CONSUMER).address(), did, 0).await.expect("view"));
+    assert!(
+        l.is_entitled(account(CONSUMER).address(), did, 0)
+            .await
+            .expect("view")
+    );
 }

@@ -4,8 +4,8 @@
 
 mod attacks;
 mod bad_input;
-mod conformance;
 mod common;
+mod conformance;
 mod flows;
 mod python_client;
 mod refund;

@@ -13,8 +13,8 @@
 pub mod bindings;
 mod deploy;
 mod did;
-pub mod embedded;
 pub mod eip712;
+pub mod embedded;
 mod error;
 mod keys;
 mod ledger;

@@ -2,8 +2,8 @@
 //! one transaction or call in it.
 
 use alloy::primitives::{Address, Bytes, U256};
-use revm::context::result::{ExecutionResult, Output};
 use revm::context::TxEnv;
+use revm::context::result::{ExecutionResult, Output};
 use revm::database::InMemoryDB;
 use revm::primitives::TxKind;
 use revm::{Context, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
@@ -90,9 +90,7 @@ pub(crate) fn execute(
     let result = result?;
     let gas_used = result.tx_gas_used();
     match result {
-        ExecutionResult::Success {
-            output, logs, ..
-        } => {
+        ExecutionResult::Success { output, logs, .. } => {
             let (bytes, created) = match output {
                 Output::Call(b) => (b, None),
                 Output::Create(b, addr) => (b, addr),

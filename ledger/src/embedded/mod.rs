@@ -114,7 +114,10 @@ impl EmbeddedChain {
             if i == 0 {
                 deployer = a;
             }
-            state.fund(a, U256::from(10_000u64) * U256::from(10u64).pow(U256::from(18)));
+            state.fund(
+                a,
+                U256::from(10_000u64) * U256::from(10u64).pow(U256::from(18)),
+            );
         }
         let registry = state.deploy(deployer, AssetRegistry::BYTECODE.clone())?;
         let ctor = AgreementManager::constructorCall {
@@ -177,7 +180,7 @@ impl EmbeddedChain {
     /// Development control: moves chain time forward (for refund and expiry scenarios).
     pub fn advance_time(&self, seconds: u64) -> Result<()> {
         let mut s = self.lock()?;
-        s.time_offset = s.time_offset.saturating_add(seconds);
+        s.advance_time(seconds);
         s.mine_block();
         drop(s);
         self.persist()
@@ -410,7 +413,9 @@ impl Ledger for EmbeddedLedger {
         let ordered = logs
             .iter()
             .filter(|l| l.address == self.contracts.agreements)
-            .find_map(|l| AgreementManager::Ordered::decode_raw_log(l.topics.iter().copied(), &l.data).ok())
+            .find_map(|l| {
+                AgreementManager::Ordered::decode_raw_log(l.topics.iter().copied(), &l.data).ok()
+            })
             .ok_or_else(|| reverted("placing the order", "no Ordered event was emitted"))?;
         Ok(OrderOutcome {
             agreement_id: AgreementId(ordered.agreementId),

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use revm::DatabaseRef;
 use revm::database::{AccountState, InMemoryDB};
 use revm::primitives::TxKind;
 use revm::state::{AccountInfo, Bytecode};
-use revm::DatabaseRef;
 use serde::{Deserialize, Serialize};
 
 use super::evm::{BlockCtx, ExecError, Executed, execute};
@@ -112,6 +112,14 @@ impl ChainState {
         (wall_clock() + self.time_offset).max(self.timestamp)
     }
 
+    /// Moves chain time `seconds` past its current value. Blocks mined within one wall
+    /// second each add a second, so chain time can run ahead of the wall clock; the
+    /// offset is taken from chain time, not from the wall clock, to move it exactly.
+    pub fn advance_time(&mut self, seconds: u64) {
+        let target = self.now().saturating_add(seconds);
+        self.time_offset = target.saturating_sub(wall_clock());
+    }
+
     pub fn mine_block(&mut self) -> BlockCtx {
         self.block += 1;
         self.timestamp = self.now().max(self.timestamp + 1);
@@ -153,8 +161,17 @@ impl ChainState {
         }
         let block = self.mine_block();
         let nonce = self.nonce(from);
-        let done = execute(&mut self.db, block, from, nonce, TxKind::Create, code, U256::ZERO, true)
-            .map_err(|e| LedgerError::Invalid(format!("genesis deployment failed: {e:?}")))?;
+        let done = execute(
+            &mut self.db,
+            block,
+            from,
+            nonce,
+            TxKind::Create,
+            code,
+            U256::ZERO,
+            true,
+        )
+        .map_err(|e| LedgerError::Invalid(format!("genesis deployment failed: {e:?}")))?;
         done.created
             .ok_or_else(|| LedgerError::Invalid("genesis deployment created no contract".into()))
     }
@@ -208,8 +225,17 @@ impl ChainState {
             number: self.block + 1,
             timestamp: self.now(),
         };
-        execute(&mut self.db, block, Address::ZERO, 0, TxKind::Call(to), data, U256::ZERO, false)
-            .map(|e| e.output)
+        execute(
+            &mut self.db,
+            block,
+            Address::ZERO,
+            0,
+            TxKind::Call(to),
+            data,
+            U256::ZERO,
+            false,
+        )
+        .map(|e| e.output)
     }
 }
 
@@ -258,7 +284,10 @@ pub(crate) fn save(state: &ChainState, path: &Path) -> Result<()> {
         .map_err(|e| LedgerError::Invalid(format!("cannot encode the chain state: {e}")))?;
     let tmp = path.with_extension("json.tmp");
     let io = |e: std::io::Error| {
-        LedgerError::Invalid(format!("cannot write the chain state to {}: {e}", path.display()))
+        LedgerError::Invalid(format!(
+            "cannot write the chain state to {}: {e}",
+            path.display()
+        ))
     };
     std::fs::write(&tmp, json).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
@@ -267,10 +296,16 @@ pub(crate) fn save(state: &ChainState, path: &Path) -> Result<()> {
 
 pub(crate) fn load(path: &Path) -> Result<ChainState> {
     let bytes = std::fs::read(path).map_err(|e| {
-        LedgerError::Invalid(format!("cannot read the chain state {}: {e}", path.display()))
+        LedgerError::Invalid(format!(
+            "cannot read the chain state {}: {e}",
+            path.display()
+        ))
     })?;
     let dump: Dump = serde_json::from_slice(&bytes).map_err(|e| {
-        LedgerError::Invalid(format!("the chain state {} is corrupt: {e}", path.display()))
+        LedgerError::Invalid(format!(
+            "the chain state {} is corrupt: {e}",
+            path.display()
+        ))
     })?;
     if dump.version != FORMAT_VERSION {
         return Err(LedgerError::Invalid(format!(

@@ -22,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole flow in one process: in-process chain, provider, two consumers.
+    Demo(DemoArgs),
     /// Create or import signing keys (encrypted keystore files).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -283,4 +285,17 @@ pub struct StatusArgs {
     pub chain: ChainArgs,
     #[command(flatten)]
     pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the chain, catalog, data and audit log here (default: a scratch directory).
+    #[arg(long, env = "INSITU_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TPC-H scale factor of the generated sample data.
+    #[arg(long, default_value_t = 0.01)]
+    pub scale_factor: f64,
+    /// The shared datasets folder (default: ../shared/data when present).
+    #[arg(long)]
+    pub shared_data: Option<PathBuf>,
 }

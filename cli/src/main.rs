@@ -16,6 +16,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
+        Command::Demo(a) => commands::demo::run(a).await,
         Command::Keys(a) => commands::keys::run(a).await,
         Command::Dev(a) => commands::dev::run(a).await,
         Command::Serve(a) => commands::serve::run(a).await,

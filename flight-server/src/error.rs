@@ -13,6 +13,9 @@ pub enum FlightError {
     Denied(DenyReason),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The provider refused the request (as a client sees it).
+    #[error("refused by the provider: {0}")]
+    Refused(String),
     #[error("invalid ticket: {0}")]
     InvalidTicket(String),
     #[error("asset {0} is not served by this provider")]
@@ -34,6 +37,7 @@ impl From<FlightError> for Status {
             FlightError::Denied(r) if r.is_unavailable() => Status::unavailable(r.to_string()),
             FlightError::Denied(r) => Status::permission_denied(r.to_string()),
             FlightError::InvalidRequest(_) => Status::invalid_argument(e.to_string()),
+            FlightError::Refused(m) => Status::permission_denied(m.clone()),
             FlightError::InvalidTicket(_) => Status::permission_denied(e.to_string()),
             FlightError::UnknownAsset(_) => Status::not_found(e.to_string()),
             FlightError::Storage { did, detail } => {

@@ -6,6 +6,7 @@ mod attacks;
 mod bad_input;
 mod common;
 mod conformance;
+mod demo;
 mod flows;
 mod python_client;
 mod refund;

@@ -49,6 +49,13 @@ pub enum Command {
 /// Which chain and contracts.
 #[derive(Debug, Clone, Args)]
 pub struct ChainArgs {
+    /// Which chain: `rpc` (any EVM JSON-RPC endpoint) or `embedded` (the in-process EVM
+    /// persisted in --data-dir; no node needed).
+    #[arg(long = "chain", env = "INSITU_CHAIN", default_value = "rpc")]
+    pub kind: String,
+    /// Data directory of the embedded chain (and default home of catalog and audit log).
+    #[arg(long, env = "INSITU_DATA_DIR", default_value = ".insitu")]
+    pub data_dir: PathBuf,
     /// JSON-RPC endpoint of the chain.
     #[arg(long, env = "INSITU_RPC_URL", default_value = "http://127.0.0.1:8545")]
     pub rpc_url: String,

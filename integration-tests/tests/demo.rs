@@ -42,6 +42,8 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
         .or_else(|| {
-            std::env::var_os("CARGO").map(std::path::PathBuf::from).filter(|p| p.is_file())
+            std::env::var_os("CARGO")
+                .map(std::path::PathBuf::from)
+                .filter(|p| p.is_file())
         })
 }

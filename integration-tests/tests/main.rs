@@ -10,3 +10,4 @@ mod demo;
 mod flows;
 mod python_client;
 mod refund;
+mod restart;

@@ -108,7 +108,8 @@ fn shared_data(explicit: Option<&PathBuf>) -> Option<PathBuf> {
 /// Converts a scikit-learn CSV (first line `n_samples,n_features,labels…`, then numeric rows
 /// whose last column is the label) into Parquet with named columns.
 fn sklearn_to_parquet(csv: &Path, out: &Path) -> Result<usize> {
-    let text = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let text =
+        std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
     let mut lines = text.lines();
     let header = lines.next().context("empty file")?;
     let n_features: usize = header
@@ -121,7 +122,12 @@ fn sklearn_to_parquet(csv: &Path, out: &Path) -> Result<usize> {
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let values: Vec<&str> = line.split(',').collect();
         if values.len() != n_features + 1 {
-            bail!("a row of {} has {} values, expected {}", csv.display(), values.len(), n_features + 1);
+            bail!(
+                "a row of {} has {} values, expected {}",
+                csv.display(),
+                values.len(),
+                n_features + 1
+            );
         }
         for (i, v) in values[..n_features].iter().enumerate() {
             columns[i].push(v.trim().parse()?);
@@ -197,7 +203,11 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     println!(
         "chain     embedded EVM (revm), chain id {}, {} ({})",
         provider.ledger.chain_id(),
-        if genesis.resumed { "resumed from disk" } else { "new" },
+        if genesis.resumed {
+            "resumed from disk"
+        } else {
+            "new"
+        },
         dir.join("chain").display()
     );
     println!(
@@ -255,7 +265,8 @@ pub async fn run(a: DemoArgs) -> Result<()> {
 
     // ---- chain: publish and order -----------------------------------------------------
     let chain_started = Instant::now();
-    let catalog = AssetStore::open(&format!("sqlite://{}", dir.join("catalog.db").display())).await?;
+    let catalog =
+        AssetStore::open(&format!("sqlite://{}", dir.join("catalog.db").display())).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     let offer = |price: U256, token: Option<Address>| ServiceOffer {
@@ -279,9 +290,22 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         let catalog = catalog.clone();
         async move { publish_asset(&ledger, &catalog, req).await }
     };
-    println!("\n1. {} publishes assets (DDO in its catalog, hash and terms on chain)", provider.name);
-    let free = publish(customer_path, "tpch.customer", "TPC-H customers", offer(U256::ZERO, None)).await?;
-    println!("   customer   free          {}  tx {}", free.did, short_hash(free.tx.hash));
+    println!(
+        "\n1. {} publishes assets (DDO in its catalog, hash and terms on chain)",
+        provider.name
+    );
+    let free = publish(
+        customer_path,
+        "tpch.customer",
+        "TPC-H customers",
+        offer(U256::ZERO, None),
+    )
+    .await?;
+    println!(
+        "   customer   free          {}  tx {}",
+        free.did,
+        short_hash(free.tx.hash)
+    );
     let paid = publish(
         lineitem_path,
         "tpch.lineitem",
@@ -289,10 +313,24 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         offer(tokens(PRICE_TOKENS), Some(genesis.test_token)),
     )
     .await?;
-    println!("   lineitem   {PRICE_TOKENS} ITT        {}  tx {}", paid.did, short_hash(paid.tx.hash));
+    println!(
+        "   lineitem   {PRICE_TOKENS} ITT        {}  tx {}",
+        paid.did,
+        short_hash(paid.tx.hash)
+    );
     if let Some(path) = wine {
-        let w = publish(path, "sklearn.wine", "UCI wine recognition data", offer(U256::ZERO, None)).await?;
-        println!("   wine       free          {}  tx {}", w.did, short_hash(w.tx.hash));
+        let w = publish(
+            path,
+            "sklearn.wine",
+            "UCI wine recognition data",
+            offer(U256::ZERO, None),
+        )
+        .await?;
+        println!(
+            "   wine       free          {}  tx {}",
+            w.did,
+            short_hash(w.tx.hash)
+        );
     }
 
     chain.mint_test_token(alice.address, tokens(100))?;
@@ -302,11 +340,17 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         async move { l.balance(who, token).await }
     };
     let (alice_before, provider_before) = (bal(alice.address).await?, bal(provider.address).await?);
-    println!("\n2. {} orders lineitem: the price moves into escrow in the same transaction", alice.name);
+    println!(
+        "\n2. {} orders lineitem: the price moves into escrow in the same transaction",
+        alice.name
+    );
     let alice_order = alice.ledger.order(paid.did, 0).await?;
     println!(
         "   approve tx {}  order tx {} (gas {})  agreement {}",
-        alice_order.approval.map(|t| short_hash(t.hash)).unwrap_or_else(|| "-".into()),
+        alice_order
+            .approval
+            .map(|t| short_hash(t.hash))
+            .unwrap_or_else(|| "-".into()),
         short_hash(alice_order.tx.hash),
         alice_order.tx.gas_used,
         short_hash(alice_order.agreement_id)
@@ -317,20 +361,31 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         fmt_tokens(bal(alice.address).await?),
         fmt_tokens(bal(contracts.agreements).await?)
     );
-    println!("\n3. {} orders customer (free: an agreement, no payment)", bob.name);
+    println!(
+        "\n3. {} orders customer (free: an agreement, no payment)",
+        bob.name
+    );
     let bob_order = bob.ledger.order(free.did, 0).await?;
-    println!("   order tx {}  agreement {}", short_hash(bob_order.tx.hash), short_hash(bob_order.agreement_id));
+    println!(
+        "   order tx {}  agreement {}",
+        short_hash(bob_order.tx.hash),
+        short_hash(bob_order.agreement_id)
+    );
     let chain_time = chain_started.elapsed();
 
     // ---- flight: serve, download, refuse ----------------------------------------------
     let flight_started = Instant::now();
     let verifier = Arc::new(
-        TokenVerifier::builder(provider.address, provider.ledger.chain_id(), contracts.agreements).build(),
+        TokenVerifier::builder(
+            provider.address,
+            provider.ledger.chain_id(),
+            contracts.agreements,
+        )
+        .build(),
     );
     let audit = Arc::new(JsonlAuditLog::open(dir.join("audit.jsonl")).await?);
-    let engine = Arc::new(
-        PolicyEngine::builder(Arc::new(provider.ledger.clone()), verifier, audit).build(),
-    );
+    let engine =
+        Arc::new(PolicyEngine::builder(Arc::new(provider.ledger.clone()), verifier, audit).build());
     let service = FlightServiceBuilder::new(engine, catalog.clone()).build();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_on(listener, service, async {
@@ -354,7 +409,10 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         bytes as f64 / 1e6
     );
     if let Some(ag) = fulfilled {
-        println!("   the provider checked the lock, then fulfilled on first use: {}", ag.state);
+        println!(
+            "   the provider checked the lock, then fulfilled on first use: {}",
+            ag.state
+        );
     }
     println!(
         "   balances   provider {} → {}   escrow {}",

@@ -11,6 +11,23 @@ pub async fn run(cmd: DevCommand) -> Result<()> {
             fee_receiver,
             test_token,
         } => {
+            if super::is_embedded(&chain)? {
+                let (c, genesis) =
+                    insitu_ledger::EmbeddedChain::open(Some(&chain.data_dir.join("chain")))?;
+                println!("export INSITU_CHAIN=embedded");
+                println!("export INSITU_DATA_DIR={}", chain.data_dir.display());
+                println!(
+                    "export INSITU_CHAIN_ID={}",
+                    insitu_ledger::embedded::EMBEDDED_CHAIN_ID
+                );
+                println!("export INSITU_REGISTRY={}", genesis.contracts.registry);
+                println!("export INSITU_AGREEMENTS={}", genesis.contracts.agreements);
+                if test_token {
+                    println!("export INSITU_TEST_TOKEN={}", c.test_token()?);
+                }
+                let _ = (key, fee_bps, fee_receiver);
+                return Ok(());
+            }
             let signer = super::load_key(&key)?;
             let deployed = insitu_ledger::deploy_contracts(
                 &chain.rpc_url,
@@ -38,8 +55,14 @@ pub async fn run(cmd: DevCommand) -> Result<()> {
             to,
             amount,
         } => {
-            let signer = super::load_key(&key)?;
             let amount = super::parse_amount(&amount)?;
+            if super::is_embedded(&chain)? {
+                super::embedded_chain(&chain)?.mint_test_token(to, amount)?;
+                eprintln!("minted {amount} to {to}");
+                let _ = (key, token);
+                return Ok(());
+            }
+            let signer = super::load_key(&key)?;
             insitu_ledger::mint_test_token(&chain.rpc_url, signer, token, to, amount)
                 .await
                 .context("minting test tokens")?;

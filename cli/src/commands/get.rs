@@ -12,7 +12,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use insitu_flight::AssetRequest;
 use insitu_flight::client::DownloadClient;
-use insitu_ledger::{AgreementId, Did, Ledger};
+use insitu_ledger::{AgreementId, Did};
 use insitu_policy::{AccessClaims, sign_access_token};
 use parquet::arrow::ArrowWriter;
 

@@ -16,7 +16,10 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, anyhow, bail};
-use insitu_ledger::{ContractAddresses, KeySource, RpcLedger, load_signer};
+use std::sync::Arc;
+
+use insitu_ledger::embedded::EmbeddedChain;
+use insitu_ledger::{ContractAddresses, KeySource, Ledger, RpcLedger, load_signer};
 
 use crate::args::{ChainArgs, KeyArgs};
 
@@ -44,6 +47,9 @@ pub fn load_key(k: &KeyArgs) -> Result<PrivateKeySigner> {
 }
 
 pub fn contracts(c: &ChainArgs) -> Result<ContractAddresses> {
+    if is_embedded(c)? {
+        return embedded_chain(c)?.contracts().map_err(Into::into);
+    }
     match (c.registry, c.agreements) {
         (Some(registry), Some(agreements)) => Ok(ContractAddresses {
             registry,
@@ -55,8 +61,29 @@ pub fn contracts(c: &ChainArgs) -> Result<ContractAddresses> {
     }
 }
 
+/// Whether `--chain` selects the embedded chain.
+pub fn is_embedded(c: &ChainArgs) -> Result<bool> {
+    match c.kind.as_str() {
+        "embedded" => Ok(true),
+        "rpc" => Ok(false),
+        other => bail!("--chain must be `rpc` or `embedded`, not `{other}`"),
+    }
+}
+
+/// Opens (or creates) the embedded chain in `--data-dir`.
+pub fn embedded_chain(c: &ChainArgs) -> Result<Arc<EmbeddedChain>> {
+    let (chain, _) = EmbeddedChain::open(Some(&c.data_dir.join("chain")))
+        .with_context(|| format!("opening the embedded chain in {}", c.data_dir.display()))?;
+    Ok(chain)
+}
+
 /// Connects to the chain as `signer` (or read-only).
-pub async fn connect(c: &ChainArgs, signer: Option<PrivateKeySigner>) -> Result<RpcLedger> {
+pub async fn connect(c: &ChainArgs, signer: Option<PrivateKeySigner>) -> Result<Arc<dyn Ledger>> {
+    if is_embedded(c)? {
+        let chain = embedded_chain(c)?;
+        let account = signer.map(|s| s.address()).unwrap_or_default();
+        return Ok(Arc::new(chain.ledger(account)?));
+    }
     let mut b = RpcLedger::builder(c.rpc_url.clone())
         .with_contracts(contracts(c)?)
         .with_confirmations(c.confirmations)
@@ -67,7 +94,9 @@ pub async fn connect(c: &ChainArgs, signer: Option<PrivateKeySigner>) -> Result<
     if let Some(s) = signer {
         b = b.with_signer(s);
     }
-    b.connect().await.context("connecting to the chain")
+    Ok(Arc::new(
+        b.connect().await.context("connecting to the chain")?,
+    ))
 }
 
 /// Parses `3600`, `90s`, `15m`, `24h`, `7d`.

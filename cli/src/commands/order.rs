@@ -1,5 +1,5 @@
 use anyhow::Result;
-use insitu_ledger::{Did, Ledger};
+use insitu_ledger::Did;
 
 use crate::args::OrderArgs;
 

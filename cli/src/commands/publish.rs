@@ -22,7 +22,7 @@ pub async fn run(a: PublishArgs) -> Result<()> {
     let mut providers = vec![owner];
     providers.extend(a.providers.iter().copied().filter(|p| *p != owner));
     let published = publish_asset(
-        &ledger,
+        ledger.as_ref(),
         &catalog,
         PublishRequest {
             file: a.file.clone(),

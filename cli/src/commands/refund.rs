@@ -1,5 +1,5 @@
 use anyhow::{Result, bail};
-use insitu_ledger::{AgreementId, Ledger};
+use insitu_ledger::AgreementId;
 
 use crate::args::StatusArgs;
 

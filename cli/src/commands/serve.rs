@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use insitu_catalog::AssetStore;
 use insitu_flight::{FlightServiceBuilder, serve_on};
-use insitu_ledger::{Ledger, load_signer};
+use insitu_ledger::load_signer;
 use insitu_policy::{JsonlAuditLog, PolicyEngine, TokenVerifier};
 
 use crate::args::ServeArgs;
@@ -46,14 +46,14 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     let audit_path = a
         .audit_log
         .or(cfg.audit_log)
-        .unwrap_or_else(|| ".insitu/audit.jsonl".into());
+        .unwrap_or_else(|| a.chain.data_dir.join("audit.jsonl"));
     let signer = match (&a.key.keystore, &a.key.mnemonic_env, cfg.key) {
         (None, None, Some(source)) => load_signer(&source).context("loading the provider key")?,
         _ => super::load_key(&a.key)?,
     };
     let provider = signer.address();
 
-    let ledger = Arc::new(super::connect(&a.chain, Some(signer)).await?);
+    let ledger = super::connect(&a.chain, Some(signer)).await?;
     let verifier = Arc::new(
         TokenVerifier::builder(provider, ledger.chain_id(), ledger.contracts().agreements).build(),
     );

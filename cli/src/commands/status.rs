@@ -1,5 +1,5 @@
 use anyhow::{Result, bail};
-use insitu_ledger::{AgreementId, AgreementState, Ledger};
+use insitu_ledger::{AgreementId, AgreementState};
 
 use crate::args::StatusArgs;
 

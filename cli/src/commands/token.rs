@@ -9,7 +9,7 @@ pub async fn run(a: TokenArgs) -> Result<()> {
     let contracts = super::contracts(&a.chain)?;
     let chain_id = match a.chain.chain_id {
         Some(id) => id,
-        None => insitu_ledger::Ledger::chain_id(&super::connect(&a.chain, None).await?),
+        None => super::connect(&a.chain, None).await?.chain_id(),
     };
     let token = sign_access_token(
         &signer,

@@ -37,18 +37,32 @@ pub(crate) struct BlockCtx {
     pub timestamp: u64,
 }
 
-/// Runs one transaction from `caller` (whose current nonce is `nonce`). With `commit`, the
-/// state changes are written into `db`; otherwise `db` is left as it was.
+/// One transaction (or read-only call) to execute.
+#[derive(Debug, Clone)]
+pub(crate) struct Tx {
+    pub caller: Address,
+    /// The caller's current nonce.
+    pub nonce: u64,
+    pub kind: TxKind,
+    pub data: Bytes,
+    pub value: U256,
+}
+
+/// Runs one transaction. With `commit`, the state changes are written into `db`;
+/// otherwise `db` is left as it was.
 pub(crate) fn execute(
     db: &mut InMemoryDB,
     block: BlockCtx,
-    caller: Address,
-    nonce: u64,
-    kind: TxKind,
-    data: Bytes,
-    value: U256,
+    t: Tx,
     commit: bool,
 ) -> Result<Executed, ExecError> {
+    let Tx {
+        caller,
+        nonce,
+        kind,
+        data,
+        value,
+    } = t;
     let owned = std::mem::take(db);
     let mut evm = Context::mainnet()
         .with_db(owned)

@@ -15,7 +15,7 @@ use revm::primitives::TxKind;
 use revm::state::{AccountInfo, Bytecode};
 use serde::{Deserialize, Serialize};
 
-use super::evm::{BlockCtx, ExecError, Executed, execute};
+use super::evm::{BlockCtx, ExecError, Executed, Tx, execute};
 use crate::error::{LedgerError, Result};
 use crate::types::{ContractAddresses, TxOutcome};
 
@@ -161,17 +161,15 @@ impl ChainState {
         }
         let block = self.mine_block();
         let nonce = self.nonce(from);
-        let done = execute(
-            &mut self.db,
-            block,
-            from,
+        let tx = Tx {
+            caller: from,
             nonce,
-            TxKind::Create,
-            code,
-            U256::ZERO,
-            true,
-        )
-        .map_err(|e| LedgerError::Invalid(format!("genesis deployment failed: {e:?}")))?;
+            kind: TxKind::Create,
+            data: code,
+            value: U256::ZERO,
+        };
+        let done = execute(&mut self.db, block, tx, true)
+            .map_err(|e| LedgerError::Invalid(format!("genesis deployment failed: {e:?}")))?;
         done.created
             .ok_or_else(|| LedgerError::Invalid("genesis deployment created no contract".into()))
     }
@@ -195,8 +193,14 @@ impl ChainState {
             .concat(),
         );
         let block = self.mine_block();
-        let Executed { gas_used, logs, .. } =
-            execute(&mut self.db, block, from, nonce, kind, data, value, true)?;
+        let tx = Tx {
+            caller: from,
+            nonce,
+            kind,
+            data,
+            value,
+        };
+        let Executed { gas_used, logs, .. } = execute(&mut self.db, block, tx, true)?;
         let stored: Vec<StoredLog> = logs
             .into_iter()
             .map(|l| StoredLog {
@@ -225,17 +229,14 @@ impl ChainState {
             number: self.block + 1,
             timestamp: self.now(),
         };
-        execute(
-            &mut self.db,
-            block,
-            Address::ZERO,
-            0,
-            TxKind::Call(to),
+        let tx = Tx {
+            caller: Address::ZERO,
+            nonce: 0,
+            kind: TxKind::Call(to),
             data,
-            U256::ZERO,
-            false,
-        )
-        .map(|e| e.output)
+            value: U256::ZERO,
+        };
+        execute(&mut self.db, block, tx, false).map(|e| e.output)
     }
 }
 

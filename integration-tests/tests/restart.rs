@@ -1,0 +1,190 @@
+//! Killing `insitu serve` on the embedded chain and starting it again keeps every asset,
+//! agreement and balance: the real binary, killed with SIGKILL, no graceful shutdown.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use insitu_integration_tests::{CONSUMER, PROVIDER, TEST_MNEMONIC, account, insitu_bin};
+use insitu_ledger::embedded::EmbeddedChain;
+use insitu_ledger::{AgreementId, AgreementState, Did, Ledger};
+use tokio::process::{Child, Command};
+
+fn insitu(dir: &Path) -> Command {
+    let mut c = Command::new(insitu_bin().expect("binary"));
+    c.env("INSITU_CHAIN", "embedded")
+        .env("INSITU_DATA_DIR", dir)
+        .env(
+            "INSITU_CATALOG",
+            format!("sqlite://{}", dir.join("catalog.db").display()),
+        )
+        .env("TEST_MNEMONIC", TEST_MNEMONIC)
+        .env("INSITU_MNEMONIC_ENV", "TEST_MNEMONIC")
+        .current_dir(dir);
+    c
+}
+
+async fn run(dir: &Path, args: &[&str]) -> String {
+    let out = insitu(dir).args(args).output().await.expect("run insitu");
+    assert!(
+        out.status.success(),
+        "insitu {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+async fn serve(dir: &Path, port: u16) -> Child {
+    let child = insitu(dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start serve");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("insitu serve did not listen on {port}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test]
+async fn killing_serve_on_the_embedded_chain_keeps_assets_agreements_and_balances() {
+    let work = tempfile::tempdir().expect("dir");
+    let dir = work.path();
+    let exports = run(dir, &["dev", "deploy", "--test-token"]).await;
+    let token = exports
+        .lines()
+        .find_map(|l| l.strip_prefix("export INSITU_TEST_TOKEN="))
+        .expect("the test token address")
+        .to_string();
+    std::fs::write(dir.join("people.csv"), "id,name\n1,ada\n2,grace\n3,linus\n").expect("csv");
+    let did = run(
+        dir,
+        &[
+            "publish",
+            "people.csv",
+            "--name",
+            "people",
+            "--price",
+            "700",
+            "--token",
+            &token,
+        ],
+    )
+    .await;
+    let consumer = account(CONSUMER).address().to_string();
+    run(
+        dir,
+        &[
+            "dev", "mint", "--token", &token, "--to", &consumer, "--amount", "1000",
+        ],
+    )
+    .await;
+    let agreement = run(dir, &["order", &did, "--account-index", "1"]).await;
+
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut server = serve(dir, port).await;
+    let provider = account(PROVIDER).address().to_string();
+    let get = |out: &'static str| {
+        let endpoint = endpoint.clone();
+        let did = did.clone();
+        let agreement = agreement.clone();
+        let provider = provider.clone();
+        async move {
+            run(
+                dir,
+                &[
+                    "get",
+                    &did,
+                    "--agreement",
+                    &agreement,
+                    "--endpoint",
+                    &endpoint,
+                    "--provider",
+                    &provider,
+                    "-o",
+                    out,
+                    "--account-index",
+                    "1",
+                ],
+            )
+            .await
+        }
+    };
+    get("first.csv").await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("first.csv"))
+            .expect("read")
+            .lines()
+            .count(),
+        4
+    );
+    server.kill().await.expect("SIGKILL serve");
+    server.wait().await.expect("reaped");
+
+    // The state on disk has everything, as a fresh process reads it.
+    {
+        let (chain, genesis) = EmbeddedChain::open(Some(&dir.join("chain"))).expect("reopen");
+        assert!(genesis.resumed);
+        let l = chain.ledger(account(PROVIDER).address()).expect("ledger");
+        let did: Did = did.parse().expect("did");
+        let id: AgreementId = agreement.parse().expect("agreement");
+        assert!(l.asset(did).await.expect("asset").is_some(), "asset kept");
+        let ag = l
+            .agreement(id)
+            .await
+            .expect("read")
+            .expect("agreement kept");
+        assert_eq!(ag.state, AgreementState::Fulfilled, "fulfilment kept");
+        let token = genesis.test_token;
+        assert_eq!(
+            l.balance(account(CONSUMER).address(), Some(token))
+                .await
+                .expect("b"),
+            U256::from(300u64)
+        );
+        assert_eq!(
+            l.balance(account(PROVIDER).address(), Some(token))
+                .await
+                .expect("b"),
+            U256::from(700u64)
+        );
+    }
+
+    // A restarted provider serves the same agreement again, without a second payment.
+    let mut server = serve(dir, port).await;
+    get("second.csv").await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("first.csv")).expect("first"),
+        std::fs::read_to_string(dir.join("second.csv")).expect("second")
+    );
+    server.kill().await.expect("SIGKILL serve");
+    let (chain, genesis) = EmbeddedChain::open(Some(&dir.join("chain"))).expect("reopen");
+    let l = chain.ledger(account(PROVIDER).address()).expect("ledger");
+    assert_eq!(
+        l.balance(account(PROVIDER).address(), Some(genesis.test_token))
+            .await
+            .expect("b"),
+        U256::from(700u64),
+        "paid exactly once"
+    );
+}

@@ -40,6 +40,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Download an asset you hold an agreement for (consumer).
     Get(GetArgs),
+    /// Write a commented configuration file for `insitu serve`.
+    Init(InitArgs),
     /// Show an agreement as the chain sees it.
     Status(StatusArgs),
     /// Take back the payment of an agreement the provider never fulfilled (consumer).
@@ -168,6 +170,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "INSITU_LISTEN")]
     pub listen: Option<String>,
+    /// Address of the admin endpoint (/health, /metrics); keep it private.
+    #[arg(long, env = "INSITU_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// Catalog database URL.
     #[arg(long, env = "INSITU_CATALOG")]
     pub catalog: Option<String>,
@@ -216,13 +221,9 @@ pub struct PublishArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub endpoint: String,
-    /// Catalog database URL (the one `insitu serve` uses).
-    #[arg(
-        long,
-        env = "INSITU_CATALOG",
-        default_value = "sqlite://.insitu/catalog.db"
-    )]
-    pub catalog: String,
+    /// Catalog database URL (the one `insitu serve` uses; default: catalog.db in --data-dir).
+    #[arg(long, env = "INSITU_CATALOG")]
+    pub catalog: Option<String>,
     #[command(flatten)]
     pub chain: ChainArgs,
     #[command(flatten)]
@@ -305,4 +306,14 @@ pub struct DemoArgs {
     /// The shared datasets folder (default: ../shared/data when present).
     #[arg(long)]
     pub shared_data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the configuration.
+    #[arg(default_value = "insitu.toml")]
+    pub path: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
 }

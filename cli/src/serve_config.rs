@@ -11,6 +11,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
     pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
     pub catalog: Option<String>,
     pub audit_log: Option<PathBuf>,
     #[serde(default)]
@@ -22,6 +24,8 @@ pub struct ServeConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
+    /// `rpc` or `embedded`.
+    pub kind: Option<String>,
     pub rpc_url: Option<String>,
     pub chain_id: Option<u64>,
     pub registry: Option<Address>,

@@ -40,7 +40,13 @@ async fn run(dir: &Path, args: &[&str]) -> String {
 
 async fn serve(dir: &Path, port: u16) -> Child {
     let child = insitu(dir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

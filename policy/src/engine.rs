@@ -1,6 +1,7 @@
 //! The decision pipeline.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,27 @@ pub struct PolicyEngine {
     /// One lock per agreement being fulfilled, so concurrent first uses send one
     /// `fulfill` transaction, not several (all but one of which would revert).
     fulfil_locks: Mutex<HashMap<AgreementId, Arc<tokio::sync::Mutex<()>>>>,
+    stats: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    unavailable: AtomicU64,
+    fulfilments: AtomicU64,
+}
+
+/// Decision counts since start, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolicyStats {
+    pub allowed: u64,
+    /// Denials because of the request (no agreement, wrong asset, expired…).
+    pub denied: u64,
+    /// Denials because the chain or the audit log could not answer.
+    pub unavailable: u64,
+    /// `fulfill` transactions sent.
+    pub fulfilments: u64,
 }
 
 /// Builder for [`PolicyEngine`].
@@ -48,6 +70,7 @@ impl PolicyEngineBuilder {
             audit: self.audit,
             cache: GrantCache::new(self.cache_ttl),
             fulfil_locks: Mutex::new(HashMap::new()),
+            stats: Counters::default(),
         }
     }
 }
@@ -100,6 +123,16 @@ impl PolicyEngine {
         self.verifier.verify(bearer, unix_now())
     }
 
+    /// Decision counts since start.
+    pub fn stats(&self) -> PolicyStats {
+        PolicyStats {
+            allowed: self.stats.allowed.load(Ordering::Relaxed),
+            denied: self.stats.denied.load(Ordering::Relaxed),
+            unavailable: self.stats.unavailable.load(Ordering::Relaxed),
+            fulfilments: self.stats.fulfilments.load(Ordering::Relaxed),
+        }
+    }
+
     /// Forgets cached grants of an agreement (call on chain events such as a refund).
     pub fn invalidate(&self, agreement: AgreementId) {
         self.cache.invalidate(agreement);
@@ -132,7 +165,21 @@ impl PolicyEngine {
         };
         if let Err(e) = self.audit.append(&record).await {
             tracing::error!(error = %e, "audit log write failed; denying");
+            self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
             return Decision::Deny(DenyReason::AuditUnavailable);
+        }
+        let counter = match &decision {
+            Decision::Allow(_) => &self.stats.allowed,
+            Decision::Deny(r) if r.is_unavailable() => &self.stats.unavailable,
+            Decision::Deny(_) => &self.stats.denied,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Decision::Allow(Grant {
+            fulfilled_by: Some(_),
+            ..
+        }) = &decision
+        {
+            self.stats.fulfilments.fetch_add(1, Ordering::Relaxed);
         }
         match &decision {
             Decision::Allow(g) => tracing::info!(

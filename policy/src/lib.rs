@@ -19,7 +19,7 @@ mod token;
 
 pub use audit::{AuditLog, AuditRecord, JsonlAuditLog, MemoryAuditLog};
 pub use decision::{Action, Decision, DenyReason, Grant};
-pub use engine::{PolicyEngine, PolicyEngineBuilder};
+pub use engine::{PolicyEngine, PolicyEngineBuilder, PolicyStats};
 pub use error::{PolicyError, Result};
 pub use token::{
     AccessClaims, AccessToken, Principal, TokenVerifier, TokenVerifierBuilder, decode_token,

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod dev;
 pub mod get;
+pub mod init;
 pub mod keys;
 pub mod order;
 pub mod publish;

@@ -15,8 +15,12 @@ pub async fn run(a: PublishArgs) -> Result<()> {
     let signer = super::load_key(&a.key)?;
     let owner = signer.address();
     let ledger = super::connect(&a.chain, Some(signer)).await?;
-    ensure_catalog_dir(&a.catalog)?;
-    let catalog = AssetStore::open(&a.catalog)
+    let catalog_url = a
+        .catalog
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", a.chain.data_dir.join("catalog.db").display()));
+    ensure_catalog_dir(&catalog_url)?;
+    let catalog = AssetStore::open(&catalog_url)
         .await
         .context("opening the catalog")?;
     let mut providers = vec![owner];

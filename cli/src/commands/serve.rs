@@ -20,6 +20,18 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     };
     // Flags (and their environment variables) win over the file.
     let c = &mut a.chain;
+    if std::env::var_os("INSITU_CHAIN").is_none()
+        && c.kind == "rpc"
+        && let Some(kind) = cfg.chain.kind.clone()
+    {
+        c.kind = kind;
+    }
+    if std::env::var_os("INSITU_DATA_DIR").is_none()
+        && c.data_dir.as_os_str() == ".insitu"
+        && let Some(dir) = cfg.data_dir.clone()
+    {
+        c.data_dir = dir;
+    }
     if std::env::var_os("INSITU_RPC_URL").is_none()
         && let Some(url) = cfg.chain.rpc_url.clone()
         && c.rpc_url == "http://127.0.0.1:8545"
@@ -42,7 +54,11 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     let catalog_url = a
         .catalog
         .or(cfg.catalog)
-        .unwrap_or_else(|| "sqlite://.insitu/catalog.db".into());
+        .unwrap_or_else(|| format!("sqlite://{}", a.chain.data_dir.join("catalog.db").display()));
+    let admin_listen = a
+        .admin_listen
+        .or(cfg.admin_listen)
+        .unwrap_or_else(|| "127.0.0.1:9464".into());
     let audit_path = a
         .audit_log
         .or(cfg.audit_log)
@@ -67,7 +83,17 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     let catalog = AssetStore::open(&catalog_url)
         .await
         .context("opening the catalog")?;
-    let service = FlightServiceBuilder::new(engine, catalog).build();
+    let service = FlightServiceBuilder::new(engine.clone(), catalog).build();
+    let admin = tokio::net::TcpListener::bind(&admin_listen)
+        .await
+        .with_context(|| format!("binding the admin endpoint {admin_listen}"))?;
+    let admin_addr = admin.local_addr()?;
+    let admin_app = crate::admin::router(engine, ledger.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, admin_app).await {
+            tracing::error!(error = %e, "admin endpoint failed");
+        }
+    });
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -79,11 +105,27 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         audit_log = %audit_path.display(),
         "insitu provider serving Flight"
     );
-    eprintln!("insitu provider {provider} serving Flight on {local}");
+    eprintln!("insitu provider {provider} serving Flight on {local}, admin on http://{admin_addr}");
     serve_on(listener, service, async {
-        let _ = tokio::signal::ctrl_c().await;
+        shutdown_signal().await;
         tracing::info!("shutting down");
     })
     .await?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what systemd and Kubernetes send).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }

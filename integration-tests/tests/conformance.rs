@@ -394,3 +394,24 @@ async fn embedded_chain_state_survives_a_restart() {
             .expect("view")
     );
 }
+
+#[tokio::test]
+async fn a_second_writer_of_an_embedded_chain_is_refused_but_readers_are_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (first, _) = EmbeddedChain::open(Some(dir.path())).expect("open");
+    let err = EmbeddedChain::open(Some(dir.path())).expect_err("second writer");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    let (reader, _) = EmbeddedChain::open_read_only(dir.path()).expect("reader");
+    let l = reader.ledger(account(CONSUMER).address()).expect("ledger");
+    assert!(l.chain_time().await.is_ok());
+    let refused = reader.mint_test_token(account(CONSUMER).address(), U256::from(1u64));
+    assert!(
+        refused.is_err(),
+        "a read-only chain must refuse transactions"
+    );
+    drop(first);
+    EmbeddedChain::open(Some(dir.path())).expect("the lock is released with the first writer");
+}

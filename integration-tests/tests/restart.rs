@@ -137,6 +137,18 @@ async fn killing_serve_on_the_embedded_chain_keeps_assets_agreements_and_balance
         }
     };
     get("first.csv").await;
+    // While serve holds the chain, a second writer is refused with a clear message.
+    let busy = insitu(dir)
+        .args(["order", &did, "--account-index", "1"])
+        .output()
+        .await
+        .expect("run insitu");
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use by another process"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("first.csv"))
             .expect("read")

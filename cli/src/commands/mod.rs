@@ -49,7 +49,8 @@ pub fn load_key(k: &KeyArgs) -> Result<PrivateKeySigner> {
 
 pub fn contracts(c: &ChainArgs) -> Result<ContractAddresses> {
     if is_embedded(c)? {
-        return embedded_chain(c)?.contracts().map_err(Into::into);
+        let (_, genesis) = EmbeddedChain::open_read_only(&c.data_dir.join("chain"))?;
+        return Ok(genesis.contracts);
     }
     match (c.registry, c.agreements) {
         (Some(registry), Some(agreements)) => Ok(ContractAddresses {
@@ -81,7 +82,16 @@ pub fn embedded_chain(c: &ChainArgs) -> Result<Arc<EmbeddedChain>> {
 /// Connects to the chain as `signer` (or read-only).
 pub async fn connect(c: &ChainArgs, signer: Option<PrivateKeySigner>) -> Result<Arc<dyn Ledger>> {
     if is_embedded(c)? {
-        let chain = embedded_chain(c)?;
+        // Only a process that signs opens the chain for writing (and takes its lock);
+        // readers see the last saved state while `insitu serve` keeps running.
+        let chain = match &signer {
+            Some(_) => embedded_chain(c)?,
+            None => {
+                EmbeddedChain::open_read_only(&c.data_dir.join("chain"))
+                    .context("opening the embedded chain read-only")?
+                    .0
+            }
+        };
         let account = signer.map(|s| s.address()).unwrap_or_default();
         return Ok(Arc::new(chain.ledger(account)?));
     }

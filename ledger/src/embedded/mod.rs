@@ -70,6 +70,34 @@ fn revert_reason(data: &[u8]) -> String {
 pub struct EmbeddedChain {
     state: Mutex<ChainState>,
     path: Option<PathBuf>,
+    /// Held for the life of a writable chain: one writer per data directory, or a second
+    /// process would overwrite the first one's transactions when it saves.
+    _write_lock: Option<std::fs::File>,
+    writable: bool,
+}
+
+/// Name of the lock file a writing process holds in the data directory.
+const LOCK_FILE: &str = "embedded-chain.lock";
+
+fn take_write_lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LedgerError::Invalid(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Invalid(format!(
+            "the embedded chain in {} is in use by another process (a running `insitu serve`?); stop it first, or use an RPC chain for several processes",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(LedgerError::Invalid(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// What [`EmbeddedChain::open`] found or created.
@@ -86,6 +114,12 @@ impl EmbeddedChain {
     /// contracts and the test ERC-20 deployed. `None` keeps everything in memory.
     pub fn open(data_dir: Option<&Path>) -> Result<(Arc<Self>, Genesis)> {
         let path = data_dir.map(|d| d.join(STATE_FILE));
+        if let Some(d) = data_dir {
+            std::fs::create_dir_all(d).map_err(|e| {
+                LedgerError::Invalid(format!("cannot create data directory {}: {e}", d.display()))
+            })?;
+        }
+        let lock = data_dir.map(take_write_lock).transpose()?;
         if let Some(p) = &path
             && p.exists()
         {
@@ -98,13 +132,10 @@ impl EmbeddedChain {
             let chain = Arc::new(EmbeddedChain {
                 state: Mutex::new(state),
                 path,
+                _write_lock: lock,
+                writable: true,
             });
             return Ok((chain, genesis));
-        }
-        if let Some(d) = data_dir {
-            std::fs::create_dir_all(d).map_err(|e| {
-                LedgerError::Invalid(format!("cannot create data directory {}: {e}", d.display()))
-            })?;
         }
         let mut state = ChainState::empty(EMBEDDED_CHAIN_ID);
         let phrase = Secret::new(DEV_MNEMONIC);
@@ -143,9 +174,47 @@ impl EmbeddedChain {
         let chain = Arc::new(EmbeddedChain {
             state: Mutex::new(state),
             path,
+            _write_lock: lock,
+            writable: true,
         });
         chain.persist()?;
         Ok((chain, genesis))
+    }
+
+    /// Opens a persisted chain to read it while another process may be writing it (the
+    /// state file is replaced atomically, so a reader sees one whole state). Transactions
+    /// on a read-only chain are refused.
+    pub fn open_read_only(data_dir: &Path) -> Result<(Arc<Self>, Genesis)> {
+        let path = data_dir.join(STATE_FILE);
+        if !path.exists() {
+            return Err(LedgerError::Invalid(format!(
+                "no embedded chain in {} (run `insitu serve` or `insitu dev deploy --chain embedded` there first)",
+                data_dir.display()
+            )));
+        }
+        let state = state::load(&path)?;
+        let genesis = Genesis {
+            contracts: state.contracts,
+            test_token: state.test_token,
+            resumed: true,
+        };
+        let chain = Arc::new(EmbeddedChain {
+            state: Mutex::new(state),
+            path: None,
+            _write_lock: None,
+            writable: false,
+        });
+        Ok((chain, genesis))
+    }
+
+    fn check_writable(&self, action: &str) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(LedgerError::Invalid(format!(
+                "{action} needs the embedded chain opened for writing; this process opened it read-only"
+            )))
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, ChainState>> {
@@ -179,6 +248,7 @@ impl EmbeddedChain {
 
     /// Development control: moves chain time forward (for refund and expiry scenarios).
     pub fn advance_time(&self, seconds: u64) -> Result<()> {
+        self.check_writable("advancing time")?;
         let mut s = self.lock()?;
         s.advance_time(seconds);
         s.mine_block();
@@ -188,6 +258,7 @@ impl EmbeddedChain {
 
     /// Development control: mines `n` empty blocks.
     pub fn mine(&self, n: u64) -> Result<()> {
+        self.check_writable("mining")?;
         let mut s = self.lock()?;
         for _ in 0..n {
             s.mine_block();
@@ -221,6 +292,7 @@ impl EmbeddedChain {
         value: U256,
         action: &str,
     ) -> Result<(TxOutcome, Vec<StoredLog>)> {
+        self.check_writable(action)?;
         let result = {
             let mut s = self.lock()?;
             s.transact(from, TxKind::Call(to), data, value)

@@ -52,21 +52,26 @@ async fn main() -> Result<()> {
         receipt.gas_used
     };
 
+    // Each payment type is sold twice: the first sale pays for storage slots that go from
+    // zero to non-zero (the escrow's, the owner's and the fee receiver's first balance);
+    // the repeat sale is the steady state of a provider that has sold before.
     let mut rows = Vec::new();
     for (name, did) in [("ERC-20", erc20), ("ETH", eth)] {
-        let ordered = consumer.order(did, 0).await?;
-        let agreement = provider
-            .ledger
-            .agreement(ordered.agreement_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("agreement missing"))?;
-        let fulfilled = provider.ledger.fulfill(&agreement).await?;
-        rows.push((
-            name,
-            ordered.tx.gas_used,
-            fulfilled.gas_used,
-            ordered.approval.map(|a| a.gas_used),
-        ));
+        for sale in ["first sale", "repeat sale"] {
+            let ordered = consumer.order(did, 0).await?;
+            let agreement = provider
+                .ledger
+                .agreement(ordered.agreement_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("agreement missing"))?;
+            let fulfilled = provider.ledger.fulfill(&agreement).await?;
+            rows.push((
+                format!("{name}, {sale}"),
+                ordered.tx.gas_used,
+                fulfilled.gas_used,
+                ordered.approval.map(|a| a.gas_used),
+            ));
+        }
     }
 
     println!("gas per paid access (anvil, solc 0.8.37, optimizer 10000 runs)");
@@ -78,7 +83,7 @@ async fn main() -> Result<()> {
     for (name, order, fulfill, approval) in rows {
         let pair = order + fulfill;
         println!(
-            "{:<8} {:>10} {:>10} {:>10} {:>11.2}x {:>8}",
+            "{:<22} {:>9} {:>9} {:>9} {:>11.2}x {:>8}",
             name,
             order,
             fulfill,
@@ -87,7 +92,7 @@ async fn main() -> Result<()> {
             if pair <= TARGET { "met" } else { "MISSED" }
         );
         if let Some(a) = approval {
-            println!("         (one-time ERC-20 approve before the order: {a} gas, not counted)");
+            println!("         (ERC-20 approve sent before this order: {a} gas, not counted)");
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::time::Duration;
 use alloy::contract::Error as ContractError;
 use alloy::eips::BlockNumberOrTag;
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
@@ -462,7 +462,8 @@ impl Ledger for RpcLedger {
         let (event, log) = logs
             .into_iter()
             .find(|(ev, _)| {
-                keccak256(alloy::sol_types::SolValue::abi_encode(&ev.terms)) == stored.termsHash
+                crate::types::sol_agreement_id(&ev.terms, self.contracts.agreements, self.chain_id)
+                    == id.0
             })
             .ok_or_else(|| LedgerError::Unavailable {
                 endpoint: self.endpoint.clone(),

@@ -170,6 +170,8 @@ pub struct AgreementTerms {
     pub ordered_at: u64,
     pub refund_after: u64,
     pub access_duration: u64,
+    /// The contract's order sequence number.
+    pub seq: u64,
 }
 
 impl AgreementTerms {
@@ -187,6 +189,7 @@ impl AgreementTerms {
             orderedAt: self.ordered_at,
             refundAfter: self.refund_after,
             accessDuration: self.access_duration,
+            seq: self.seq,
         }
     }
 
@@ -207,14 +210,25 @@ impl AgreementTerms {
             ordered_at: t.orderedAt,
             refund_after: t.refundAfter,
             access_duration: t.accessDuration,
+            seq: t.seq,
         })
     }
 
-    /// keccak256(abi.encode(terms)), exactly as the contract computes it.
-    pub fn hash(&self) -> B256 {
-        use alloy::sol_types::SolValue;
-        alloy::primitives::keccak256(self.to_sol().abi_encode())
+    /// The id of the agreement with these terms on deployment `contract` of `chain_id`:
+    /// keccak256(abi.encode(contract, chainid, terms)), exactly as
+    /// `AgreementManager.agreementIdOf` computes it. The id commits to every term.
+    pub fn agreement_id(&self, contract: Address, chain_id: u64) -> AgreementId {
+        AgreementId(sol_agreement_id(&self.to_sol(), contract, chain_id))
     }
+}
+
+pub(crate) fn sol_agreement_id(
+    t: &AgreementManager::Terms,
+    contract: Address,
+    chain_id: u64,
+) -> B256 {
+    use alloy::sol_types::SolValue;
+    alloy::primitives::keccak256((contract, U256::from(chain_id), t.clone()).abi_encode_params())
 }
 
 /// An agreement with everything needed to judge it: its on-chain state, its terms (from

@@ -3,19 +3,21 @@ pragma solidity ^0.8.24;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {AssetRegistry} from "./AssetRegistry.sol";
 
 /// @title AgreementManager
 /// @notice Escrowed, time-bounded access agreements between a consumer and an asset.
 ///
-/// Gas is a product metric (two transactions per paid access), so an agreement keeps only
-/// two storage slots: a packed state word and the keccak256 of its full terms. The terms
-/// travel in the `Ordered` event and are passed back as calldata to `fulfill` and `refund`,
-/// which check them against the stored hash. Nobody can change price, receivers or timing
-/// after the order, and nobody pays to store what an event already records.
-contract AgreementManager is Ownable, ReentrancyGuard {
+/// Gas is a product metric (two transactions per paid access), so an agreement keeps one
+/// storage word: who ordered, its state and the end of its access window. The agreement id
+/// *is* the keccak256 of its full terms (with this contract, the chain id and a sequence
+/// number), so the terms need no storage of their own: they travel in the `Ordered` event
+/// and are passed back as calldata to `fulfill` and `refund`, which re-hash them and compare
+/// with the id. Nobody can change price, receivers or timing after the order, and nobody
+/// pays to store what an event already records. The reentrancy guard is transient (EIP-1153).
+contract AgreementManager is Ownable, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     enum State {
@@ -42,6 +44,8 @@ contract AgreementManager is Ownable, ReentrancyGuard {
         uint64 refundAfter;
         /// Length of the access window that starts at fulfilment.
         uint64 accessDuration;
+        /// Order sequence number, so identical terms in one block still get distinct ids.
+        uint64 seq;
     }
 
     /// One storage word: who ordered, where the agreement stands and until when access lasts.
@@ -60,7 +64,6 @@ contract AgreementManager is Ownable, ReentrancyGuard {
     uint16 public constant MAX_FEE_BPS = 1000;
 
     mapping(bytes32 => Agreement) private agreements;
-    mapping(bytes32 => bytes32) private termsHashes;
     /// keccak256(consumer, did, serviceIndex) => end of the latest access window.
     mapping(bytes32 => uint64) private entitlements;
 
@@ -74,7 +77,7 @@ contract AgreementManager is Ownable, ReentrancyGuard {
     error UnknownAgreement(bytes32 agreementId);
     error WrongState(bytes32 agreementId, State state);
     error TermsMismatch(bytes32 agreementId);
-    error NotProvider(bytes32 did, address caller);
+        error NotProvider(bytes32 did, address caller);
     error NotConsumer(bytes32 agreementId, address caller);
     error WrongPayment(uint256 expected, uint256 sent);
     error RefundTooEarly(bytes32 agreementId, uint64 refundAfter);
@@ -115,11 +118,11 @@ contract AgreementManager is Ownable, ReentrancyGuard {
             feeReceiver: fee == 0 ? address(0) : feeReceiver,
             orderedAt: uint64(block.timestamp),
             refundAfter: uint64(block.timestamp) + s.fulfillTimeout,
-            accessDuration: s.accessDuration
+            accessDuration: s.accessDuration,
+            seq: uint64(nonce++)
         });
-        agreementId = keccak256(abi.encode(address(this), block.chainid, nonce++));
+        agreementId = agreementIdOf(t);
         agreements[agreementId] = Agreement({consumer: msg.sender, state: State.Locked, accessEnd: 0});
-        termsHashes[agreementId] = keccak256(abi.encode(t));
 
         if (s.token == address(0)) {
             if (msg.value != s.price) revert WrongPayment(s.price, msg.value);
@@ -164,7 +167,13 @@ contract AgreementManager is Ownable, ReentrancyGuard {
     function _checked(bytes32 agreementId, Terms calldata t) internal view returns (Agreement storage a) {
         a = agreements[agreementId];
         if (a.state == State.None) revert UnknownAgreement(agreementId);
-        if (termsHashes[agreementId] != keccak256(abi.encode(t))) revert TermsMismatch(agreementId);
+        if (agreementIdOf(t) != agreementId) revert TermsMismatch(agreementId);
+    }
+
+    /// The id of the agreement with terms `t`: a commitment to every term, bound to this
+    /// deployment and chain.
+    function agreementIdOf(Terms memory t) public view returns (bytes32) {
+        return keccak256(abi.encode(address(this), block.chainid, t));
     }
 
     function _pay(address token, address to, uint256 amount) internal {
@@ -186,16 +195,8 @@ contract AgreementManager is Ownable, ReentrancyGuard {
         return entitlements[entitlementKey(consumer, did, serviceIndex)] > block.timestamp;
     }
 
-    function getAgreement(bytes32 agreementId)
-        external
-        view
-        returns (address consumer, State state, uint64 accessEnd, bytes32 termsHash)
-    {
+    function getAgreement(bytes32 agreementId) external view returns (address consumer, State state, uint64 accessEnd) {
         Agreement storage a = agreements[agreementId];
-        return (a.consumer, a.state, a.accessEnd, termsHashes[agreementId]);
-    }
-
-    function hashTerms(Terms calldata t) external pure returns (bytes32) {
-        return keccak256(abi.encode(t));
+        return (a.consumer, a.state, a.accessEnd);
     }
 }

@@ -17,8 +17,8 @@ mod state;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
-use alloy::sol_types::{SolCall, SolConstructor, SolEvent, SolInterface, SolValue};
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::sol_types::{SolCall, SolConstructor, SolEvent, SolInterface};
 use async_trait::async_trait;
 use revm::primitives::TxKind;
 
@@ -527,7 +527,13 @@ impl Ledger for EmbeddedLedger {
                 .find_map(|l| {
                     AgreementManager::Ordered::decode_raw_log(l.topics.iter().copied(), &l.data)
                         .ok()
-                        .filter(|ev| keccak256(ev.terms.abi_encode()) == stored.termsHash)
+                        .filter(|ev| {
+                            crate::types::sol_agreement_id(
+                                &ev.terms,
+                                self.contracts.agreements,
+                                EMBEDDED_CHAIN_ID,
+                            ) == id.0
+                        })
                         .map(|ev| (ev, l.block))
                 });
             (found, s.block)

@@ -18,12 +18,8 @@ fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
             tonic::Code::Unauthenticated => {
                 FlightError::Unauthenticated(status.message().to_string())
             }
-            tonic::Code::PermissionDenied => {
-                FlightError::InvalidRequest(format!("refused: {}", status.message()))
-            }
-            tonic::Code::Unavailable => {
-                FlightError::Internal(format!("provider unavailable: {}", status.message()))
-            }
+            tonic::Code::PermissionDenied => FlightError::Refused(status.message().to_string()),
+            tonic::Code::Unavailable => FlightError::Unavailable(status.message().to_string()),
             _ => FlightError::InvalidRequest(format!("{}: {}", status.code(), status.message())),
         },
         other => FlightError::Internal(other.to_string()),

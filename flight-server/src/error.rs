@@ -13,6 +13,9 @@ pub enum FlightError {
     Denied(DenyReason),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The provider (or the chain behind it) cannot answer now; retry later.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
     /// The provider refused the request (as a client sees it).
     #[error("refused by the provider: {0}")]
     Refused(String),
@@ -38,6 +41,7 @@ impl From<FlightError> for Status {
             FlightError::Denied(r) => Status::permission_denied(r.to_string()),
             FlightError::InvalidRequest(_) => Status::invalid_argument(e.to_string()),
             FlightError::Refused(m) => Status::permission_denied(m.clone()),
+            FlightError::Unavailable(m) => Status::unavailable(m.clone()),
             FlightError::InvalidTicket(_) => Status::permission_denied(e.to_string()),
             FlightError::UnknownAsset(_) => Status::not_found(e.to_string()),
             FlightError::Storage { did, detail } => {

@@ -52,3 +52,22 @@ fn hint_for(text: &str) -> Option<&'static str> {
         .find(|(needle, _)| text.contains(needle))
         .map(|(_, hint)| *hint)
 }
+
+/// Writes one line to stdout. A closed pipe (`insitu status … | head`) ends the process
+/// quietly instead of panicking, as command-line tools are expected to.
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(format_args!("{line}\n"))
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+/// `println!` that tolerates a closed pipe.
+macro_rules! outln {
+    () => { $crate::output::write_line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::output::write_line(format_args!($($arg)*)) };
+}
+pub(crate) use outln;

@@ -192,7 +192,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         }
     };
     std::fs::create_dir_all(&dir)?;
-    println!("insitu demo: sharing data behind on-chain agreements, in one process\n");
+    crate::output::outln!("insitu demo: sharing data behind on-chain agreements, in one process\n");
 
     // ---- set-up: chain, people, data -------------------------------------------------
     let (chain, genesis) = EmbeddedChain::open(Some(&dir.join("chain")))?;
@@ -200,7 +200,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let alice = person(&chain, "alice", 1)?;
     let bob = person(&chain, "bob", 2)?;
     let contracts = genesis.contracts;
-    println!(
+    crate::output::outln!(
         "chain     embedded EVM (revm), chain id {}, {} ({})",
         provider.ledger.chain_id(),
         if genesis.resumed {
@@ -210,13 +210,13 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         },
         dir.join("chain").display()
     );
-    println!(
+    crate::output::outln!(
         "          AssetRegistry {}  AgreementManager {}  test token ITT {}",
         short(contracts.registry),
         short(contracts.agreements),
         short(genesis.test_token)
     );
-    println!(
+    crate::output::outln!(
         "people    {} {}, consumers {} {} and {} {}",
         provider.name,
         short(provider.address),
@@ -239,7 +239,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         &lineitem_path,
         tpchgen_arrow::LineItemArrow::new(tpchgen::generators::LineItemGenerator::new(sf, 1, 1)),
     )?;
-    println!(
+    crate::output::outln!(
         "data      TPC-H at scale factor {sf} (tpchgen): customer {customer_rows} rows, lineitem {lineitem_rows} rows"
     );
     let wine = match shared_data(a.shared_data.as_ref()) {
@@ -247,17 +247,17 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             let out = data_dir.join("wine.parquet");
             match sklearn_to_parquet(&root.join("sklearn/wine_data.csv"), &out) {
                 Ok(rows) => {
-                    println!("          wine {rows} rows (from {})", root.display());
+                    crate::output::outln!("          wine {rows} rows (from {})", root.display());
                     Some(out)
                 }
                 Err(e) => {
-                    println!("          shared wine data unreadable, skipped: {e}");
+                    crate::output::outln!("          shared wine data unreadable, skipped: {e}");
                     None
                 }
             }
         }
         None => {
-            println!("          ../shared/data not found: continuing with TPC-H only");
+            crate::output::outln!("          ../shared/data not found: continuing with TPC-H only");
             None
         }
     };
@@ -290,7 +290,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         let catalog = catalog.clone();
         async move { publish_asset(&ledger, &catalog, req).await }
     };
-    println!(
+    crate::output::outln!(
         "\n1. {} publishes assets (DDO in its catalog, hash and terms on chain)",
         provider.name
     );
@@ -301,7 +301,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         offer(U256::ZERO, None),
     )
     .await?;
-    println!(
+    crate::output::outln!(
         "   customer   free          {}  tx {}",
         free.did,
         short_hash(free.tx.hash)
@@ -313,7 +313,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         offer(tokens(PRICE_TOKENS), Some(genesis.test_token)),
     )
     .await?;
-    println!(
+    crate::output::outln!(
         "   lineitem   {PRICE_TOKENS} ITT        {}  tx {}",
         paid.did,
         short_hash(paid.tx.hash)
@@ -326,7 +326,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             offer(U256::ZERO, None),
         )
         .await?;
-        println!(
+        crate::output::outln!(
             "   wine       free          {}  tx {}",
             w.did,
             short_hash(w.tx.hash)
@@ -340,12 +340,12 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         async move { l.balance(who, token).await }
     };
     let (alice_before, provider_before) = (bal(alice.address).await?, bal(provider.address).await?);
-    println!(
+    crate::output::outln!(
         "\n2. {} orders lineitem: the price moves into escrow in the same transaction",
         alice.name
     );
     let alice_order = alice.ledger.order(paid.did, 0).await?;
-    println!(
+    crate::output::outln!(
         "   approve tx {}  order tx {} (gas {})  agreement {}",
         alice_order
             .approval
@@ -355,18 +355,18 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         alice_order.tx.gas_used,
         short_hash(alice_order.agreement_id)
     );
-    println!(
+    crate::output::outln!(
         "   balances   alice {} → {}   escrow {}",
         fmt_tokens(alice_before),
         fmt_tokens(bal(alice.address).await?),
         fmt_tokens(bal(contracts.agreements).await?)
     );
-    println!(
+    crate::output::outln!(
         "\n3. {} orders customer (free: an agreement, no payment)",
         bob.name
     );
     let bob_order = bob.ledger.order(free.did, 0).await?;
-    println!(
+    crate::output::outln!(
         "   order tx {}  agreement {}",
         short_hash(bob_order.tx.hash),
         short_hash(bob_order.agreement_id)
@@ -391,7 +391,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let server = tokio::spawn(serve_on(listener, service, async {
         let _ = stopped.await;
     }));
-    println!("\n4. {} serves Arrow Flight on {endpoint}", provider.name);
+    crate::output::outln!("\n4. {} serves Arrow Flight on {endpoint}", provider.name);
 
     let (rows, bytes) = download(
         &endpoint,
@@ -404,17 +404,17 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     )
     .await?;
     let fulfilled = provider.ledger.agreement(alice_order.agreement_id).await?;
-    println!(
+    crate::output::outln!(
         "   alice downloads lineitem: {rows} rows, {:.1} MB of Arrow",
         bytes as f64 / 1e6
     );
     if let Some(ag) = fulfilled {
-        println!(
+        crate::output::outln!(
             "   the provider checked the lock, then fulfilled on first use: {}",
             ag.state
         );
     }
-    println!(
+    crate::output::outln!(
         "   balances   provider {} → {}   escrow {}",
         fmt_tokens(provider_before),
         fmt_tokens(bal(provider.address).await?),
@@ -430,9 +430,9 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         bob_order.agreement_id,
     )
     .await?;
-    println!("   bob downloads customer: {rows} rows");
+    crate::output::outln!("   bob downloads customer: {rows} rows");
 
-    println!("\n5. {} tries to read lineitem without paying", bob.name);
+    crate::output::outln!("\n5. {} tries to read lineitem without paying", bob.name);
     let refused = download(
         &endpoint,
         &bob,
@@ -445,7 +445,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     .await;
     match refused {
         Ok(_) => bail!("bob was served lineitem without an agreement: this is a bug"),
-        Err(e) => println!("   with alice's agreement: {e}"),
+        Err(e) => crate::output::outln!("   with alice's agreement: {e}"),
     }
     let refused = download(
         &endpoint,
@@ -459,13 +459,13 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     .await;
     match refused {
         Ok(_) => bail!("bob was served lineitem with a customer agreement: this is a bug"),
-        Err(e) => println!("   with his own customer agreement: {e}"),
+        Err(e) => crate::output::outln!("   with his own customer agreement: {e}"),
     }
     let _ = stop.send(());
     let _ = server.await;
     let flight_time = flight_started.elapsed();
 
-    println!(
+    crate::output::outln!(
         "\ndone in {:.2} s (set-up {:.2} s, chain {:.2} s, Flight {:.2} s); audit log: {}",
         started.elapsed().as_secs_f64(),
         setup_time.as_secs_f64(),

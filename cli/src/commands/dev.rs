@@ -14,16 +14,16 @@ pub async fn run(cmd: DevCommand) -> Result<()> {
             if super::is_embedded(&chain)? {
                 let (c, genesis) =
                     insitu_ledger::EmbeddedChain::open(Some(&chain.data_dir.join("chain")))?;
-                println!("export INSITU_CHAIN=embedded");
-                println!("export INSITU_DATA_DIR={}", chain.data_dir.display());
-                println!(
+                crate::output::outln!("export INSITU_CHAIN=embedded");
+                crate::output::outln!("export INSITU_DATA_DIR={}", chain.data_dir.display());
+                crate::output::outln!(
                     "export INSITU_CHAIN_ID={}",
                     insitu_ledger::embedded::EMBEDDED_CHAIN_ID
                 );
-                println!("export INSITU_REGISTRY={}", genesis.contracts.registry);
-                println!("export INSITU_AGREEMENTS={}", genesis.contracts.agreements);
+                crate::output::outln!("export INSITU_REGISTRY={}", genesis.contracts.registry);
+                crate::output::outln!("export INSITU_AGREEMENTS={}", genesis.contracts.agreements);
                 if test_token {
-                    println!("export INSITU_TEST_TOKEN={}", c.test_token()?);
+                    crate::output::outln!("export INSITU_TEST_TOKEN={}", c.test_token()?);
                 }
                 let _ = (key, fee_bps, fee_receiver);
                 return Ok(());
@@ -37,15 +37,15 @@ pub async fn run(cmd: DevCommand) -> Result<()> {
             )
             .await
             .context("deploying the insitu contracts")?;
-            println!("export INSITU_CHAIN_ID={}", deployed.chain_id);
-            println!("export INSITU_REGISTRY={}", deployed.addresses.registry);
-            println!("export INSITU_AGREEMENTS={}", deployed.addresses.agreements);
-            println!("export INSITU_FROM_BLOCK={}", deployed.deploy_block);
+            crate::output::outln!("export INSITU_CHAIN_ID={}", deployed.chain_id);
+            crate::output::outln!("export INSITU_REGISTRY={}", deployed.addresses.registry);
+            crate::output::outln!("export INSITU_AGREEMENTS={}", deployed.addresses.agreements);
+            crate::output::outln!("export INSITU_FROM_BLOCK={}", deployed.deploy_block);
             if test_token {
                 let token = insitu_ledger::deploy_test_token(&chain.rpc_url, signer)
                     .await
                     .context("deploying the test token")?;
-                println!("export INSITU_TEST_TOKEN={token}");
+                crate::output::outln!("export INSITU_TEST_TOKEN={token}");
             }
         }
         DevCommand::Mint {

@@ -46,7 +46,7 @@ pub async fn run(cmd: KeysCommand) -> Result<()> {
         KeysCommand::New { out, password_env } => {
             let fresh = PrivateKeySigner::random();
             let signer = write_keystore(&out, &fresh.to_bytes().0, &password_env)?;
-            println!("{}", signer.address());
+            crate::output::outln!("{}", signer.address());
             eprintln!("wrote encrypted keystore {}", out.display());
         }
         KeysCommand::Import {
@@ -56,11 +56,11 @@ pub async fn run(cmd: KeysCommand) -> Result<()> {
         } => {
             let existing = super::load_key(&key)?;
             let signer = write_keystore(&out, &existing.to_bytes().0, &password_env)?;
-            println!("{}", signer.address());
+            crate::output::outln!("{}", signer.address());
             eprintln!("wrote encrypted keystore {}", out.display());
         }
         KeysCommand::Show { key } => {
-            println!("{}", super::load_key(&key)?.address());
+            crate::output::outln!("{}", super::load_key(&key)?.address());
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ pub async fn run(a: OrderArgs) -> Result<()> {
     let signer = super::load_key(&a.key)?;
     let ledger = super::connect(&a.chain, Some(signer)).await?;
     let outcome = ledger.order(did, a.service).await?;
-    println!("{}", outcome.agreement_id);
+    crate::output::outln!("{}", outcome.agreement_id);
     if let Some(approval) = outcome.approval {
         eprintln!(
             "approved the payment token in tx {} (gas {})",

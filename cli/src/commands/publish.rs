@@ -45,7 +45,7 @@ pub async fn run(a: PublishArgs) -> Result<()> {
         },
     )
     .await?;
-    println!("{}", published.did);
+    crate::output::outln!("{}", published.did);
     eprintln!(
         "published {} ({} rows, {} columns) as {} in tx {} (gas {})",
         published.ddo.name,

@@ -14,7 +14,7 @@ pub async fn run(a: StatusArgs) -> Result<()> {
         );
     };
     let tx = ledger.refund(&ag).await?;
-    println!("{}", tx.hash);
+    crate::output::outln!("{}", tx.hash);
     eprintln!(
         "refunded {} to {} (gas {})",
         ag.terms.price, ag.terms.consumer, tx.gas_used

@@ -14,38 +14,40 @@ pub async fn run(a: StatusArgs) -> Result<()> {
     };
     let now = ledger.chain_time().await?;
     let t = &ag.terms;
-    println!("agreement      {id}");
-    println!("state          {}", ag.state);
-    println!("asset          {}", t.did);
-    println!("service        #{} ({})", t.service_index, t.service_type);
-    println!("consumer       {}", t.consumer);
+    crate::output::outln!("agreement      {id}");
+    crate::output::outln!("state          {}", ag.state);
+    crate::output::outln!("asset          {}", t.did);
+    crate::output::outln!("service        #{} ({})", t.service_index, t.service_type);
+    crate::output::outln!("consumer       {}", t.consumer);
     match t.token {
-        Some(token) => println!("price          {} of token {token}", t.price),
-        None => println!("price          {} wei", t.price),
+        Some(token) => crate::output::outln!("price          {} of token {token}", t.price),
+        None => crate::output::outln!("price          {} wei", t.price),
     }
-    println!("fee            {}", t.fee);
-    println!("receiver       {}", t.receiver);
-    println!(
+    crate::output::outln!("fee            {}", t.fee);
+    crate::output::outln!("receiver       {}", t.receiver);
+    crate::output::outln!(
         "confirmations  {} (need {})",
         ag.confirmations,
         ledger.required_confirmations()
     );
     match ag.state {
         AgreementState::Locked if now >= t.refund_after => {
-            println!(
+            crate::output::outln!(
                 "deadline       passed at {}: the consumer may refund",
                 t.refund_after
             )
         }
-        AgreementState::Locked => println!(
+        AgreementState::Locked => crate::output::outln!(
             "deadline       provider must fulfil within {} s",
             t.refund_after - now
         ),
         AgreementState::Fulfilled if ag.access_end > now => {
-            println!("access         open for {} more s", ag.access_end - now)
+            crate::output::outln!("access         open for {} more s", ag.access_end - now)
         }
-        AgreementState::Fulfilled => println!("access         ended at {}", ag.access_end),
-        AgreementState::Refunded => println!("access         none (refunded)"),
+        AgreementState::Fulfilled => {
+            crate::output::outln!("access         ended at {}", ag.access_end)
+        }
+        AgreementState::Refunded => crate::output::outln!("access         none (refunded)"),
     }
     Ok(())
 }

@@ -22,6 +22,6 @@ pub async fn run(a: TokenArgs) -> Result<()> {
             scope: a.scope,
         },
     )?;
-    println!("{token}");
+    crate::output::outln!("{token}");
     Ok(())
 }

@@ -170,6 +170,12 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "INSITU_LISTEN")]
     pub listen: Option<String>,
+    /// PEM certificate chain for TLS on the Flight port (with --tls-key).
+    #[arg(long, env = "INSITU_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "INSITU_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Address of the admin endpoint (/health, /metrics); keep it private.
     #[arg(long, env = "INSITU_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
@@ -276,6 +282,9 @@ pub struct GetArgs {
     /// Output file: .parquet, .arrow (IPC) or .csv.
     #[arg(long, short)]
     pub out: PathBuf,
+    /// PEM CA certificate to trust for an https:// endpoint (default: the web PKI).
+    #[arg(long, env = "INSITU_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Provider address, if the asset lists several.
     #[arg(long)]
     pub provider: Option<Address>,

@@ -19,6 +19,16 @@ pub struct ServeConfig {
     pub chain: ChainConfig,
     #[serde(default)]
     pub key: Option<insitu_ledger::KeySource>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for the Flight port: PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]

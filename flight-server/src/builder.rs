@@ -73,13 +73,62 @@ impl FlightServiceBuilder {
     }
 }
 
-/// Serves `service` on an already-bound listener until `shutdown` completes.
+/// A server certificate chain and its private key, PEM-encoded. The key never prints.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity(cert, key: ***)")
+    }
+}
+
+impl TlsIdentity {
+    /// Reads a PEM certificate chain and key from files.
+    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Self> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).map_err(|e| {
+                FlightError::InvalidRequest(format!(
+                    "cannot read the TLS {what} {}: {e}",
+                    p.display()
+                ))
+            })
+        };
+        Ok(TlsIdentity {
+            cert_pem: read(cert, "certificate")?,
+            key_pem: read(key, "key")?,
+        })
+    }
+}
+
+/// Serves `service` on an already-bound listener until `shutdown` completes; with `tls`,
+/// only TLS connections are accepted.
 pub async fn serve_on(
     listener: TcpListener,
     service: InsituFlightService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    tonic::transport::Server::builder()
+    serve_on_tls(listener, service, None, shutdown).await
+}
+
+/// [`serve_on`] with an optional TLS identity.
+pub async fn serve_on_tls(
+    listener: TcpListener,
+    service: InsituFlightService,
+    tls: Option<TlsIdentity>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(id) = tls {
+        let identity = tonic::transport::Identity::from_pem(id.cert_pem, id.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| FlightError::InvalidRequest(format!("bad TLS configuration: {e}")))?;
+    }
+    builder
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -33,15 +33,34 @@ pub struct DownloadClient {
 }
 
 impl DownloadClient {
-    /// Connects to `endpoint` (`http://host:port`) and sends `token` on every call.
+    /// Connects to `endpoint` (`http://host:port`, or `https://…` verified against the
+    /// web PKI) and sends `token` on every call.
     pub async fn connect(endpoint: &str, token: &str) -> Result<Self> {
-        let channel = Channel::from_shared(endpoint.to_string())
-            .map_err(|e| FlightError::InvalidRequest(format!("bad endpoint '{endpoint}': {e}")))?
-            .connect()
-            .await
-            .map_err(|e| {
-                FlightError::InvalidRequest(format!("cannot connect to {endpoint}: {e}"))
-            })?;
+        Self::connect_with_ca(endpoint, token, None).await
+    }
+
+    /// Like [`DownloadClient::connect`], trusting `ca_pem` (a private CA or a self-signed
+    /// provider certificate) for `https://` endpoints.
+    pub async fn connect_with_ca(
+        endpoint: &str,
+        token: &str,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self> {
+        let mut ep = Channel::from_shared(endpoint.to_string())
+            .map_err(|e| FlightError::InvalidRequest(format!("bad endpoint '{endpoint}': {e}")))?;
+        if endpoint.starts_with("https://") {
+            let tls = match ca_pem {
+                Some(pem) => tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                None => tonic::transport::ClientTlsConfig::new().with_webpki_roots(),
+            };
+            ep = ep
+                .tls_config(tls)
+                .map_err(|e| FlightError::InvalidRequest(format!("bad TLS configuration: {e}")))?;
+        }
+        let channel = ep.connect().await.map_err(|e| {
+            FlightError::InvalidRequest(format!("cannot connect to {endpoint}: {e}"))
+        })?;
         let service = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE);
         let mut client = DownloadClient {

@@ -22,7 +22,7 @@ mod service;
 mod source;
 pub mod ticket;
 
-pub use builder::{FlightServiceBuilder, InsituFlightService, serve_on};
+pub use builder::{FlightServiceBuilder, InsituFlightService, TlsIdentity, serve_on, serve_on_tls};
 pub use descriptor::AssetRequest;
 pub use error::{FlightError, Result};
 pub use source::{open_batches, read_schema};

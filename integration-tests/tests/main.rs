@@ -11,3 +11,4 @@ mod flows;
 mod python_client;
 mod refund;
 mod restart;
+mod tls;

@@ -111,7 +111,14 @@ pub async fn run(a: GetArgs) -> Result<()> {
             scope: "access".into(),
         },
     )?;
-    let mut client = DownloadClient::connect(&a.endpoint, &token).await?;
+    let ca = a
+        .ca_cert
+        .as_ref()
+        .map(|p| {
+            std::fs::read(p).with_context(|| format!("reading the CA certificate {}", p.display()))
+        })
+        .transpose()?;
+    let mut client = DownloadClient::connect_with_ca(&a.endpoint, &token, ca).await?;
     let request = AssetRequest { did, agreement };
     let info = client.info(request).await?;
     let schema = std::sync::Arc::new(

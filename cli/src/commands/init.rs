@@ -39,6 +39,12 @@ kind = "embedded"
 # confirmations = 2           # blocks an order needs before it is trusted
 # from_block = 0              # deployment block, bounds event scans
 
+# TLS on the Flight port (PEM files). Without it Flight is plaintext: fine on loopback,
+# not across networks.
+# [tls]
+# cert = "/etc/insitu/tls/cert.pem"
+# key = "/etc/insitu/tls/key.pem"
+
 # Where the provider key comes from. Choose one.
 [key]
 kind = "private_key_env"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use insitu_catalog::AssetStore;
-use insitu_flight::{FlightServiceBuilder, serve_on};
+use insitu_flight::{FlightServiceBuilder, serve_on_tls};
 use insitu_ledger::load_signer;
 use insitu_policy::{JsonlAuditLog, PolicyEngine, TokenVerifier};
 
@@ -55,6 +55,14 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         .catalog
         .or(cfg.catalog)
         .unwrap_or_else(|| format!("sqlite://{}", a.chain.data_dir.join("catalog.db").display()));
+    let tls_files = match (a.tls_cert.take(), a.tls_key.take(), cfg.tls) {
+        (Some(cert), Some(key), _) => Some((cert, key)),
+        (_, _, Some(t)) => Some((t.cert, t.key)),
+        _ => None,
+    };
+    let tls = tls_files
+        .map(|(cert, key)| insitu_flight::TlsIdentity::from_files(&cert, &key))
+        .transpose()?;
     let admin_listen = a
         .admin_listen
         .or(cfg.admin_listen)
@@ -106,7 +114,9 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         "insitu provider serving Flight"
     );
     eprintln!("insitu provider {provider} serving Flight on {local}, admin on http://{admin_addr}");
-    serve_on(listener, service, async {
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+    tracing::info!(transport = scheme, "Flight transport");
+    serve_on_tls(listener, service, tls, async {
         shutdown_signal().await;
         tracing::info!("shutting down");
     })

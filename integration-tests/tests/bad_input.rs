@@ -7,7 +7,7 @@ use insitu_flight::publish::{PublishRequest, publish_asset};
 use insitu_integration_tests::{CONSUMER, Provider, ProviderOptions, World, insitu_bin};
 use insitu_ledger::AgreementId;
 
-use crate::common::{Scene, assert_refused, bearer, info, offer, raw_client};
+use crate::common::{Scene, assert_refused, info, offer};
 
 #[tokio::test]
 async fn publishing_a_missing_file_fails_clearly_and_registers_nothing() {
@@ -72,12 +72,7 @@ async fn the_cli_refuses_a_missing_file_and_a_malformed_did_with_next_steps() {
 #[tokio::test]
 async fn a_malformed_did_in_a_descriptor_is_an_invalid_argument() {
     let s = Scene::start().await.expect("scene");
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     let bad = arrow_flight::FlightDescriptor::new_path(vec![
         "did:insitu:0xnope".into(),
         format!("{}", B256::ZERO),
@@ -92,12 +87,7 @@ async fn a_malformed_did_in_a_descriptor_is_an_invalid_argument() {
 #[tokio::test]
 async fn an_unknown_agreement_is_refused_and_named() {
     let s = Scene::start().await.expect("scene");
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     let unknown = AgreementId(B256::repeat_byte(0x42));
     assert_refused(
         info(&mut client, s.free, unknown).await,
@@ -111,12 +101,7 @@ async fn when_the_rpc_is_down_the_provider_answers_unavailable_and_grants_nothin
     let mut s = Scene::start().await.expect("scene");
     let agreement = s.order(CONSUMER, s.free).await.expect("order");
     s.world.anvil.kill();
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     let r = info(&mut client, s.free, agreement).await;
     assert_refused(r, tonic::Code::Unavailable, "chain is unavailable");
     let records = s.provider.audit.records();

@@ -78,6 +78,14 @@ impl Scene {
         insitu_integration_tests::token_for(&self.world, &account(who), self.provider.address)
     }
 
+    /// A raw Flight client carrying a valid token of account `who`.
+    pub async fn client(&self, who: u32) -> FlightClient {
+        let token = self.token(who).expect("token");
+        raw_client(&self.provider.endpoint, Some(&bearer(&token)))
+            .await
+            .expect("client")
+    }
+
     /// How many transactions the provider has sent (fulfils included).
     pub async fn provider_txs(&self) -> Result<u64> {
         self.world.tx_count(self.provider.address).await

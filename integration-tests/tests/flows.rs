@@ -7,9 +7,7 @@ use insitu_integration_tests::{
 };
 use insitu_ledger::{AgreementState, Ledger};
 
-use crate::common::{
-    PRICE, ROWS, Scene, assert_refused, bearer, fetch, info, offer, raw_client, ticket_of,
-};
+use crate::common::{PRICE, ROWS, Scene, assert_refused, fetch, info, offer, ticket_of};
 
 #[tokio::test]
 async fn a_paid_erc20_asset_is_served_after_order_and_the_owner_is_paid_price_minus_fee() {
@@ -173,12 +171,7 @@ async fn an_order_is_not_trusted_before_its_confirmations() {
     .await
     .expect("scene");
     let agreement = s.order(CONSUMER, s.free).await.expect("order");
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     assert_refused(
         info(&mut client, s.free, agreement).await,
         tonic::Code::PermissionDenied,

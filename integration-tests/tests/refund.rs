@@ -5,7 +5,7 @@ use alloy::primitives::U256;
 use insitu_integration_tests::{CONSUMER, account};
 use insitu_ledger::{AgreementState, Ledger, LedgerError};
 
-use crate::common::{PRICE, Scene, assert_refused, bearer, info, raw_client};
+use crate::common::{PRICE, Scene, assert_refused, info};
 
 #[tokio::test]
 async fn a_refund_after_the_timeout_returns_the_payment_and_fulfilment_becomes_impossible() {
@@ -48,12 +48,7 @@ async fn a_refund_after_the_timeout_returns_the_payment_and_fulfilment_becomes_i
         matches!(&direct, Err(LedgerError::Reverted { reason, .. }) if reason.contains("WrongState")),
         "{direct:?}"
     );
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     assert_refused(
         info(&mut client, s.paid, id).await,
         tonic::Code::PermissionDenied,
@@ -68,12 +63,7 @@ async fn the_provider_cannot_fulfil_after_the_deadline_so_the_consumer_is_not_ch
     let s = Scene::start().await.expect("scene");
     let id = s.order(CONSUMER, s.paid).await.expect("order");
     s.world.warp(601).await.expect("warp");
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     assert_refused(
         info(&mut client, s.paid, id).await,
         tonic::Code::PermissionDenied,

@@ -28,6 +28,16 @@ fn deploy_error(url: &str, what: &str, e: impl std::fmt::Display) -> LedgerError
     }
 }
 
+/// An HTTP provider that signs with `signer`.
+fn signing_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<impl Provider + Clone> {
+    let url = rpc_url
+        .parse()
+        .map_err(|_| LedgerError::Invalid("RPC URL is not a valid URL".into()))?;
+    Ok(ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url))
+}
+
 /// Deploys `AssetRegistry` and `AgreementManager` (with a marketplace fee of `fee_bps`
 /// basis points paid to `fee_receiver`, or none) from `deployer`.
 pub async fn deploy_contracts(
@@ -36,12 +46,7 @@ pub async fn deploy_contracts(
     fee_bps: u16,
     fee_receiver: Option<Address>,
 ) -> Result<DeployedContracts> {
-    let url = rpc_url
-        .parse()
-        .map_err(|_| LedgerError::Invalid("RPC URL is not a valid URL".into()))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(deployer))
-        .connect_http(url);
+    let provider = signing_provider(rpc_url, deployer)?;
     let chain_id = provider
         .get_chain_id()
         .await
@@ -73,12 +78,7 @@ pub async fn deploy_contracts(
 
 /// Deploys the test ERC-20.
 pub async fn deploy_test_token(rpc_url: &str, deployer: PrivateKeySigner) -> Result<Address> {
-    let url = rpc_url
-        .parse()
-        .map_err(|_| LedgerError::Invalid("RPC URL is not a valid URL".into()))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(deployer))
-        .connect_http(url);
+    let provider = signing_provider(rpc_url, deployer)?;
     let token = TestToken::deploy(&provider)
         .await
         .map_err(|e| deploy_error(rpc_url, "TestToken", e))?;
@@ -93,12 +93,7 @@ pub async fn mint_test_token(
     to: Address,
     amount: U256,
 ) -> Result<()> {
-    let url = rpc_url
-        .parse()
-        .map_err(|_| LedgerError::Invalid("RPC URL is not a valid URL".into()))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(minter))
-        .connect_http(url);
+    let provider = signing_provider(rpc_url, minter)?;
     TestToken::new(token, &provider)
         .mint(to, amount)
         .send()

@@ -435,16 +435,8 @@ impl Ledger for RpcLedger {
                 manager.getAgreement(id.0).call().await
             })
             .await?;
-        let state = match stored.state {
-            0 => return Ok(None),
-            1 => AgreementState::Locked,
-            2 => AgreementState::Fulfilled,
-            3 => AgreementState::Refunded,
-            other => {
-                return Err(LedgerError::Invalid(format!(
-                    "agreement {id} has unknown state {other}"
-                )));
-            }
+        let Some(state) = AgreementState::from_code(id, stored.state)? else {
+            return Ok(None);
         };
         let from_block = self.from_block;
         let logs = self

@@ -144,6 +144,21 @@ pub enum AgreementState {
     Refunded,
 }
 
+impl AgreementState {
+    /// The contract's `State` enum value; `Ok(None)` for `None` (no such agreement).
+    pub(crate) fn from_code(id: AgreementId, code: u8) -> Result<Option<Self>, LedgerError> {
+        match code {
+            0 => Ok(None),
+            1 => Ok(Some(AgreementState::Locked)),
+            2 => Ok(Some(AgreementState::Fulfilled)),
+            3 => Ok(Some(AgreementState::Refunded)),
+            other => Err(LedgerError::Invalid(format!(
+                "agreement {id} has unknown state {other}"
+            ))),
+        }
+    }
+}
+
 impl fmt::Display for AgreementState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

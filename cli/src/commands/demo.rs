@@ -148,37 +148,46 @@ fn sklearn_to_parquet(csv: &Path, out: &Path) -> Result<usize> {
     write_parquet(out, std::iter::once(batch))
 }
 
-async fn download(
-    endpoint: &str,
-    who: &Person,
+/// Where consumers download from: the provider's endpoint and the deployment their
+/// tokens are bound to.
+struct Storefront {
+    endpoint: String,
     provider: Address,
     chain_id: u64,
     agreements: Address,
-    did: Did,
-    agreement: AgreementId,
-) -> Result<(usize, usize)> {
-    let token = sign_access_token(
-        &who.signer,
-        &AccessClaims {
-            provider,
-            chain_id,
-            verifying_contract: agreements,
-            issued_at: super::unix_now(),
-            lifetime: Duration::from_secs(600),
-            scope: "access".into(),
-        },
-    )?;
-    let mut client = DownloadClient::connect(endpoint, &token).await?;
-    let info = client.info(AssetRequest { did, agreement }).await?;
-    let batches: Vec<RecordBatch> = client.stream(&info).await?.try_collect().await?;
-    Ok((
-        batches.iter().map(|b| b.num_rows()).sum(),
-        batches
-            .iter()
-            .flat_map(|b| b.columns())
-            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
-            .sum(),
-    ))
+}
+
+impl Storefront {
+    /// Downloads `did` under `agreement` as `who`; returns rows and Arrow bytes.
+    async fn download(
+        &self,
+        who: &Person,
+        did: Did,
+        agreement: AgreementId,
+    ) -> Result<(usize, usize)> {
+        let token = sign_access_token(
+            &who.signer,
+            &AccessClaims {
+                provider: self.provider,
+                chain_id: self.chain_id,
+                verifying_contract: self.agreements,
+                issued_at: super::unix_now(),
+                lifetime: Duration::from_secs(600),
+                scope: "access".into(),
+            },
+        )?;
+        let mut client = DownloadClient::connect(&self.endpoint, &token).await?;
+        let info = client.info(AssetRequest { did, agreement }).await?;
+        let batches: Vec<RecordBatch> = client.stream(&info).await?.try_collect().await?;
+        Ok((
+            batches.iter().map(|b| b.num_rows()).sum(),
+            batches
+                .iter()
+                .flat_map(|b| b.columns())
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                .sum(),
+        ))
+    }
 }
 
 pub async fn run(a: DemoArgs) -> Result<()> {
@@ -392,17 +401,16 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         let _ = stopped.await;
     }));
     crate::output::outln!("\n4. {} serves Arrow Flight on {endpoint}", provider.name);
+    let shop = Storefront {
+        endpoint: endpoint.clone(),
+        provider: provider.address,
+        chain_id: provider.ledger.chain_id(),
+        agreements: contracts.agreements,
+    };
 
-    let (rows, bytes) = download(
-        &endpoint,
-        &alice,
-        provider.address,
-        provider.ledger.chain_id(),
-        contracts.agreements,
-        paid.did,
-        alice_order.agreement_id,
-    )
-    .await?;
+    let (rows, bytes) = shop
+        .download(&alice, paid.did, alice_order.agreement_id)
+        .await?;
     let fulfilled = provider.ledger.agreement(alice_order.agreement_id).await?;
     crate::output::outln!(
         "   alice downloads lineitem: {rows} rows, {:.1} MB of Arrow",
@@ -420,43 +428,20 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         fmt_tokens(bal(provider.address).await?),
         fmt_tokens(bal(contracts.agreements).await?)
     );
-    let (rows, _) = download(
-        &endpoint,
-        &bob,
-        provider.address,
-        provider.ledger.chain_id(),
-        contracts.agreements,
-        free.did,
-        bob_order.agreement_id,
-    )
-    .await?;
+    let (rows, _) = shop
+        .download(&bob, free.did, bob_order.agreement_id)
+        .await?;
     crate::output::outln!("   bob downloads customer: {rows} rows");
 
     crate::output::outln!("\n5. {} tries to read lineitem without paying", bob.name);
-    let refused = download(
-        &endpoint,
-        &bob,
-        provider.address,
-        provider.ledger.chain_id(),
-        contracts.agreements,
-        paid.did,
-        alice_order.agreement_id,
-    )
-    .await;
+    let refused = shop
+        .download(&bob, paid.did, alice_order.agreement_id)
+        .await;
     match refused {
         Ok(_) => bail!("bob was served lineitem without an agreement: this is a bug"),
         Err(e) => crate::output::outln!("   with alice's agreement: {e}"),
     }
-    let refused = download(
-        &endpoint,
-        &bob,
-        provider.address,
-        provider.ledger.chain_id(),
-        contracts.agreements,
-        paid.did,
-        bob_order.agreement_id,
-    )
-    .await;
+    let refused = shop.download(&bob, paid.did, bob_order.agreement_id).await;
     match refused {
         Ok(_) => bail!("bob was served lineitem with a customer agreement: this is a bug"),
         Err(e) => crate::output::outln!("   with his own customer agreement: {e}"),

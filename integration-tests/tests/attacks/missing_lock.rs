@@ -4,7 +4,7 @@ use insitu_ledger::AgreementId;
 use tonic::Code;
 
 use super::target;
-use crate::common::{assert_refused, bearer, info, raw_client};
+use crate::common::{assert_refused, info};
 
 #[tokio::test]
 async fn an_agreement_whose_lock_is_missing_is_refused_before_any_fulfil() {
@@ -19,12 +19,7 @@ async fn an_agreement_whose_lock_is_missing_is_refused_before_any_fulfil() {
         ]
         .concat(),
     ));
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     assert_refused(
         info(&mut client, s.free, fabricated).await,
         Code::PermissionDenied,

@@ -2,7 +2,7 @@ use insitu_integration_tests::CONSUMER;
 use insitu_ledger::{AgreementState, Ledger};
 use tonic::Code;
 
-use crate::common::{Scene, assert_refused, bearer, info, raw_client};
+use crate::common::{Scene, assert_refused, info};
 
 #[tokio::test]
 async fn a_refunded_agreement_grants_nothing() {
@@ -13,12 +13,7 @@ async fn a_refunded_agreement_grants_nothing() {
     s.world.warp(601).await.expect("warp");
     consumer.refund(&agreement).await.expect("refund");
     let txs = s.provider_txs().await.expect("txs");
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     assert_refused(
         info(&mut client, s.paid, id).await,
         Code::PermissionDenied,

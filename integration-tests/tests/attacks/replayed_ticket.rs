@@ -2,7 +2,7 @@ use insitu_integration_tests::{CONSUMER, OTHER_CONSUMER};
 use tonic::Code;
 
 use super::target;
-use crate::common::{assert_refused, bearer, fetch, info, raw_client, ticket_of};
+use crate::common::{assert_refused, fetch, info, ticket_of};
 
 #[tokio::test]
 async fn a_ticket_replayed_by_another_principal_is_refused() {
@@ -10,12 +10,7 @@ async fn a_ticket_replayed_by_another_principal_is_refused() {
     let s = &t.scene;
     // The paid asset: the victim orders it and obtains a ticket (fulfilling legitimately).
     let victim_agreement = s.order(CONSUMER, s.paid).await.expect("order");
-    let mut victim = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut victim = s.client(CONSUMER).await;
     let stolen = ticket_of(
         &info(&mut victim, s.paid, victim_agreement)
             .await
@@ -23,12 +18,7 @@ async fn a_ticket_replayed_by_another_principal_is_refused() {
     );
     let txs_after_victim = s.provider_txs().await.expect("txs");
 
-    let mut thief = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(OTHER_CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut thief = s.client(OTHER_CONSUMER).await;
     assert_refused(
         fetch(&mut thief, stolen.clone()).await,
         Code::PermissionDenied,

@@ -3,7 +3,7 @@ use insitu_integration_tests::CONSUMER;
 use tonic::Code;
 
 use super::target;
-use crate::common::{assert_refused, bearer, fetch, info, raw_client, ticket_of};
+use crate::common::{assert_refused, fetch, info, ticket_of};
 
 #[tokio::test]
 async fn a_tampered_ticket_is_refused() {
@@ -11,12 +11,7 @@ async fn a_tampered_ticket_is_refused() {
     let s = &t.scene;
     // Obtain a genuine ticket for the paid asset, then alter it to point elsewhere.
     let agreement = s.order(CONSUMER, s.paid).await.expect("order");
-    let mut client = raw_client(
-        &s.provider.endpoint,
-        Some(&bearer(&s.token(CONSUMER).expect("t"))),
-    )
-    .await
-    .expect("client");
+    let mut client = s.client(CONSUMER).await;
     let genuine = ticket_of(&info(&mut client, s.paid, agreement).await.expect("info"));
     let txs = s.provider_txs().await.expect("txs");
     let mut bytes = genuine.ticket.to_vec();

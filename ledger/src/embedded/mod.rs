@@ -332,6 +332,20 @@ impl EmbeddedLedger {
     pub fn chain(&self) -> &Arc<EmbeddedChain> {
         &self.chain
     }
+
+    /// Sends a call to the `AgreementManager` as this account.
+    fn agreement_tx(&self, call: impl SolCall, action: &str) -> Result<TxOutcome> {
+        Ok(self
+            .chain
+            .send(
+                self.account,
+                self.contracts.agreements,
+                call.abi_encode().into(),
+                U256::ZERO,
+                action,
+            )?
+            .0)
+    }
 }
 
 #[async_trait]
@@ -502,16 +516,8 @@ impl Ledger for EmbeddedLedger {
             AgreementManager::getAgreementCall { agreementId: id.0 },
             "reading the agreement",
         )?;
-        let state = match stored.state {
-            0 => return Ok(None),
-            1 => AgreementState::Locked,
-            2 => AgreementState::Fulfilled,
-            3 => AgreementState::Refunded,
-            other => {
-                return Err(LedgerError::Invalid(format!(
-                    "agreement {id} has unknown state {other}"
-                )));
-            }
+        let Some(state) = AgreementState::from_code(id, stored.state)? else {
+            return Ok(None);
         };
         let (found, head) = {
             let s = self.chain.lock()?;
@@ -556,16 +562,7 @@ impl Ledger for EmbeddedLedger {
             agreementId: agreement.id.0,
             t: agreement.terms.to_sol(),
         };
-        Ok(self
-            .chain
-            .send(
-                self.account,
-                self.contracts.agreements,
-                call.abi_encode().into(),
-                U256::ZERO,
-                &format!("fulfilling agreement {}", agreement.id),
-            )?
-            .0)
+        self.agreement_tx(call, &format!("fulfilling agreement {}", agreement.id))
     }
 
     async fn refund(&self, agreement: &Agreement) -> Result<TxOutcome> {
@@ -573,16 +570,7 @@ impl Ledger for EmbeddedLedger {
             agreementId: agreement.id.0,
             t: agreement.terms.to_sol(),
         };
-        Ok(self
-            .chain
-            .send(
-                self.account,
-                self.contracts.agreements,
-                call.abi_encode().into(),
-                U256::ZERO,
-                &format!("refunding agreement {}", agreement.id),
-            )?
-            .0)
+        self.agreement_tx(call, &format!("refunding agreement {}", agreement.id))
     }
 
     async fn is_entitled(&self, consumer: Address, did: Did, service_index: u64) -> Result<bool> {

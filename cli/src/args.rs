@@ -193,8 +193,13 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// The Parquet or CSV file to publish.
+    /// The Parquet or CSV file to publish, or an object URL (`s3://bucket/key.parquet`,
+    /// `gs://…`, `az://…`, `file:///…`; cloud schemes need the `cloud` feature).
     pub file: PathBuf,
+    /// Object-store option for a URL source, `key=value` (repeatable), e.g.
+    /// `aws_region=eu-west-1`. `AWS_*`, `GOOGLE_*` and `AZURE_*` variables are read too.
+    #[arg(long = "storage-option")]
+    pub storage_options: Vec<String>,
     #[arg(long)]
     pub name: String,
     #[arg(long, default_value = "")]

@@ -21,6 +21,17 @@ pub struct ServeConfig {
     pub key: Option<insitu_ledger::KeySource>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// Object-store options for the assets' locations (credentials belong in `AWS_*`,
+/// `GOOGLE_*` or `AZURE_*` environment variables, which are read as well).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// TLS for the Flight port: PEM files.

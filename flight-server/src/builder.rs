@@ -27,9 +27,16 @@ pub struct FlightServiceBuilder {
     tickets: Option<TicketSigner>,
     ticket_ttl: Duration,
     max_decoding_message_size: usize,
+    storage: crate::source::StorageOptions,
 }
 
 impl FlightServiceBuilder {
+    /// Options (often credentials) for the object stores assets live in.
+    pub fn with_storage_options(mut self, options: crate::source::StorageOptions) -> Self {
+        self.storage = options;
+        self
+    }
+
     pub fn new(engine: Arc<PolicyEngine>, catalog: AssetStore) -> Self {
         FlightServiceBuilder {
             engine,
@@ -37,6 +44,7 @@ impl FlightServiceBuilder {
             tickets: None,
             ticket_ttl: Duration::from_secs(300),
             max_decoding_message_size: 1024 * 1024,
+            storage: crate::source::StorageOptions::default(),
         }
     }
 
@@ -66,6 +74,7 @@ impl FlightServiceBuilder {
             catalog: self.catalog,
             tickets: Arc::new(self.tickets.unwrap_or_else(TicketSigner::random)),
             ticket_ttl: self.ticket_ttl,
+            storage: Arc::new(self.storage),
         };
         let server = FlightServiceServer::new(flight)
             .max_decoding_message_size(self.max_decoding_message_size);

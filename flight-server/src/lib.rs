@@ -25,4 +25,4 @@ pub mod ticket;
 pub use builder::{FlightServiceBuilder, InsituFlightService, TlsIdentity, serve_on, serve_on_tls};
 pub use descriptor::AssetRequest;
 pub use error::{FlightError, Result};
-pub use source::{open_batches, read_schema};
+pub use source::{StorageOptions, open_batches, read_schema};

@@ -16,7 +16,11 @@ use insitu_catalog::{AssetStore, Column, DataFormat, Ddo, DdoService, StorageLoc
 use insitu_ledger::{Did, Ledger, RegisterAsset, ServiceOffer, TxOutcome};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+
 use crate::error::{FlightError, Result};
+use crate::source::{StorageOptions, open_store};
 
 /// What inspecting a data file found.
 #[derive(Debug, Clone)]
@@ -131,7 +135,7 @@ pub struct Published {
     pub tx: TxOutcome,
 }
 
-/// Publishes `req.file` as a new asset owned by the ledger's account.
+/// Publishes `req.file` (a local file) as a new asset owned by the ledger's account.
 pub async fn publish_asset(
     ledger: &dyn Ledger,
     catalog: &AssetStore,
@@ -145,7 +149,139 @@ pub async fn publish_asset(
         .map_err(|e| invalid(format!("cannot resolve {}: {e}", info.path.display())))?;
     let url = url::Url::from_file_path(&absolute)
         .map_err(|_| invalid(format!("cannot make a file URL of {}", absolute.display())))?;
+    register(
+        ledger,
+        catalog,
+        req,
+        url.to_string(),
+        info.format,
+        info.schema,
+        Some(info.rows),
+        info.bytes,
+    )
+    .await
+}
 
+/// Publishes an object that already lives in an object store (`s3://bucket/key.parquet`,
+/// `gs://…`, `az://…`, or `file:///…`), read with `options`. `req.file` is ignored. The
+/// object is inspected through object_store: the Parquet footer, or for CSV the first
+/// MiB for the schema and a streaming line count.
+pub async fn publish_object(
+    ledger: &dyn Ledger,
+    catalog: &AssetStore,
+    url: &str,
+    options: &StorageOptions,
+    req: PublishRequest,
+) -> Result<Published> {
+    let parsed = url::Url::parse(url)
+        .map_err(|_| invalid("the object URL is not a valid URL; nothing was published"))?;
+    let format = DataFormat::from_path(parsed.path()).ok_or_else(|| {
+        invalid(format!(
+            "{} has an unsupported extension; publish .parquet or .csv objects",
+            redact_location(url)
+        ))
+    })?;
+    let (store, path) = open_store("(new asset)", url, options)
+        .map_err(|_| invalid(format!("cannot open {} (check the URL, the storage options and the `cloud` feature); nothing was published", redact_location(url))))?;
+    let meta = store.head(&path).await.map_err(|e| {
+        invalid(format!(
+            "cannot read {}: {e}; nothing was published",
+            redact_location(url)
+        ))
+    })?;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        invalid(format!(
+            "{} is not a readable {} object: {e}",
+            redact_location(url),
+            format.as_str()
+        ))
+    };
+    let (schema, rows) = match format {
+        DataFormat::Parquet => {
+            #[allow(deprecated)]
+            let reader = parquet::arrow::async_reader::ParquetObjectReader::new(store, path)
+                .with_file_size(meta.size);
+            let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| unreadable(&e))?;
+            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            (builder.schema().clone(), rows)
+        }
+        DataFormat::Csv => {
+            let head = store
+                .get_range(&path, 0..meta.size.min(1 << 20))
+                .await
+                .map_err(|e| unreadable(&e))?;
+            // Infer from whole lines only.
+            let cut = head
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| i + 1)
+                .unwrap_or(head.len());
+            let (schema, _) = arrow::csv::reader::Format::default()
+                .with_header(true)
+                .infer_schema(std::io::Cursor::new(&head[..cut]), Some(10_000))
+                .map_err(|e| unreadable(&e))?;
+            if schema.fields().is_empty() {
+                return Err(invalid(format!("{} has no columns", redact_location(url))));
+            }
+            let mut lines = 0u64;
+            let mut last = b'\n';
+            let mut stream = store
+                .get(&path)
+                .await
+                .map_err(|e| unreadable(&e))?
+                .into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| unreadable(&e))?;
+                lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                if let Some(b) = chunk.last() {
+                    last = *b;
+                }
+            }
+            if last != b'\n' {
+                lines += 1;
+            }
+            (Arc::new(schema), lines.saturating_sub(1))
+        }
+    };
+    register(
+        ledger,
+        catalog,
+        req,
+        url.to_string(),
+        format,
+        schema,
+        Some(rows),
+        meta.size,
+    )
+    .await
+}
+
+/// Object URLs may carry credentials in their query; errors show scheme, host and path only.
+fn redact_location(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.path()
+        ),
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn register(
+    ledger: &dyn Ledger,
+    catalog: &AssetStore,
+    req: PublishRequest,
+    location_url: String,
+    format: DataFormat,
+    schema: SchemaRef,
+    rows: Option<u64>,
+    bytes: u64,
+) -> Result<Published> {
     let owner = ledger.account();
     let seed = B256::from(rand::random::<[u8; 32]>());
     let did = Did::derive(owner, seed);
@@ -162,9 +298,8 @@ pub async fn publish_asset(
         name: req.name,
         description: req.description,
         tags: req.tags,
-        format: info.format,
-        schema: info
-            .schema
+        format,
+        schema: schema
             .fields()
             .iter()
             .map(|f| Column {
@@ -173,8 +308,8 @@ pub async fn publish_asset(
                 nullable: f.is_nullable(),
             })
             .collect(),
-        row_count: Some(info.rows),
-        byte_size: Some(info.bytes),
+        row_count: rows,
+        byte_size: Some(bytes),
         services: req
             .services
             .iter()
@@ -192,9 +327,9 @@ pub async fn publish_asset(
     ddo.validate().map_err(|e| invalid(e.to_string()))?;
     let metadata_hash = ddo.metadata_hash().map_err(|e| invalid(e.to_string()))?;
     let location = StorageLocation {
-        url: url.to_string(),
-        format: info.format,
-        schema_ipc: schema_to_ipc(&info.schema)?,
+        url: location_url,
+        format,
+        schema_ipc: schema_to_ipc(&schema)?,
     };
     catalog
         .insert(&ddo, &location)

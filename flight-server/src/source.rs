@@ -33,18 +33,75 @@ fn storage(did: &str, detail: impl std::fmt::Display) -> FlightError {
     }
 }
 
-fn open_store(did: &str, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+/// Options for the object stores assets live in (`aws_region`, `aws_access_key_id`,
+/// `google_service_account`, `azure_storage_account_name`…, as object_store names them).
+/// Values are often credentials, so they never print.
+#[derive(Clone, Default)]
+pub struct StorageOptions {
+    options: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("StorageOptions")
+            .field("keys", &keys)
+            .finish()
+    }
+}
+
+impl StorageOptions {
+    pub fn new(options: impl IntoIterator<Item = (String, String)>) -> Self {
+        StorageOptions {
+            options: options.into_iter().collect(),
+        }
+    }
+
+    /// The given options plus the standard cloud variables of the environment
+    /// (`AWS_*`, `GOOGLE_*`, `AZURE_*`), which object_store's own environment builders
+    /// would read. Explicit options win.
+    pub fn with_environment(mut self) -> Self {
+        for (k, v) in std::env::vars() {
+            let lower = k.to_ascii_lowercase();
+            let cloud = ["aws_", "google_", "azure_"]
+                .iter()
+                .any(|p| lower.starts_with(p));
+            if cloud && !self.options.iter().any(|(key, _)| *key == lower) {
+                self.options.push((lower, v));
+            }
+        }
+        self
+    }
+}
+
+/// Opens the store behind a location URL: `file://` always; `s3://`, `gs://`, `az://`
+/// and `https://` when insitu is built with the `cloud` feature.
+pub(crate) fn open_store(
+    did: &str,
+    url: &str,
+    options: &StorageOptions,
+) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let parsed =
         url::Url::parse(url).map_err(|e| storage(did, format!("bad location URL: {e}")))?;
-    let (store, path) = object_store::parse_url(&parsed).map_err(|e| storage(did, e))?;
+    let (store, path) = object_store::parse_url_opts(&parsed, options.options.iter().cloned())
+        .map_err(|e| {
+            storage(
+                did,
+                format!("{e} (is insitu built with the `cloud` feature?)"),
+            )
+        })?;
     Ok((Arc::from(store), path))
 }
 
 /// The Arrow schema of a stored asset.
-pub async fn read_schema(did: &str, loc: &StorageLocation) -> Result<SchemaRef> {
+pub async fn read_schema(
+    did: &str,
+    loc: &StorageLocation,
+    options: &StorageOptions,
+) -> Result<SchemaRef> {
     match loc.format {
         DataFormat::Parquet => {
-            let (store, path) = open_store(did, &loc.url)?;
+            let (store, path) = open_store(did, &loc.url, options)?;
             #[allow(deprecated)]
             let reader = ParquetObjectReader::new(store, path);
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
@@ -65,8 +122,9 @@ fn ipc_schema(did: &str, ipc: &[u8]) -> Result<SchemaRef> {
 pub async fn open_batches(
     did: &str,
     loc: &StorageLocation,
+    options: &StorageOptions,
 ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
-    let (store, path) = open_store(did, &loc.url)?;
+    let (store, path) = open_store(did, &loc.url, options)?;
     let did_owned = did.to_string();
     match loc.format {
         DataFormat::Parquet => {

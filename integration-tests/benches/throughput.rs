@@ -138,9 +138,10 @@ impl FlightService for Ungated {
         &self,
         _: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        let (schema, batches) = insitu_flight::open_batches("baseline", &self.location)
-            .await
-            .map_err(Status::from)?;
+        let (schema, batches) =
+            insitu_flight::open_batches("baseline", &self.location, &Default::default())
+                .await
+                .map_err(Status::from)?;
         let batches =
             batches.map_err(|e| arrow_flight::error::FlightError::from_external_error(Box::new(e)));
         let stream = FlightDataEncoderBuilder::new()

@@ -211,3 +211,73 @@ async fn concurrent_first_uses_send_exactly_one_fulfil() {
     }
     assert_eq!(s.provider_txs().await.expect("txs"), before + 1);
 }
+
+#[tokio::test]
+async fn objects_published_by_url_are_inspected_and_served_through_object_store() {
+    use insitu_flight::StorageOptions;
+    use insitu_flight::publish::{PublishRequest, publish_object};
+    let world = insitu_integration_tests::World::start()
+        .await
+        .expect("world");
+    let provider = Provider::start(&world, ProviderOptions::default())
+        .await
+        .expect("provider");
+    let batches = sample_batches(1234).expect("data");
+    let parquet = provider.path("by-url.parquet");
+    write_parquet(&parquet, &batches).expect("parquet");
+    let csv = provider.path("by-url.csv");
+    insitu_integration_tests::data::write_csv(&csv, &batches).expect("csv");
+    let request = |name: &str| PublishRequest {
+        file: Default::default(),
+        name: name.into(),
+        description: String::new(),
+        tags: vec![],
+        services: vec![offer(0, None)],
+        providers: vec![],
+        metadata_url: provider.endpoint.clone(),
+    };
+    let consumer = world.ledger(CONSUMER).await.expect("consumer");
+    let token = insitu_integration_tests::token_for(&world, &account(CONSUMER), provider.address)
+        .expect("token");
+    for path in [&parquet, &csv] {
+        let url = format!("file://{}", path.display());
+        let published = publish_object(
+            provider.ledger.as_ref(),
+            &provider.catalog,
+            &url,
+            &StorageOptions::default(),
+            request("by url"),
+        )
+        .await
+        .expect("publish by URL");
+        assert_eq!(published.ddo.row_count, Some(1234), "{url}");
+        let agreement = consumer
+            .order(published.did, 0)
+            .await
+            .expect("order")
+            .agreement_id;
+        let got = download(&provider.endpoint, &token, published.did, agreement)
+            .await
+            .expect("download");
+        assert_eq!(fingerprint(&got), fingerprint(&batches), "{url}");
+    }
+    // A cloud URL in a build without the `cloud` feature fails clearly and publishes nothing.
+    let before = provider.catalog.list().await.expect("list").len();
+    let err = publish_object(
+        provider.ledger.as_ref(),
+        &provider.catalog,
+        "s3://bucket/data.parquet?secret=hunter2",
+        &StorageOptions::default(),
+        request("cloud"),
+    )
+    .await;
+    if let Err(e) = err {
+        let text = e.to_string();
+        assert!(text.contains("nothing was published"), "{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "the URL's query must not leak: {text}"
+        );
+        assert_eq!(provider.catalog.list().await.expect("list").len(), before);
+    }
+}

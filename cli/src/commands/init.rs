@@ -39,6 +39,11 @@ kind = "embedded"
 # confirmations = 2           # blocks an order needs before it is trusted
 # from_block = 0              # deployment block, bounds event scans
 
+# Object-store options for assets published from s3://, gs:// or az:// URLs (needs a
+# build with the `cloud` feature). Credentials go in AWS_*, GOOGLE_* or AZURE_* variables.
+# [storage.options]
+# aws_region = "eu-west-1"
+
 # TLS on the Flight port (PEM files). Without it Flight is plaintext: fine on loopback,
 # not across networks.
 # [tls]

@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use insitu_catalog::AssetStore;
-use insitu_flight::publish::{PublishRequest, publish_asset};
+use insitu_flight::StorageOptions;
+use insitu_flight::publish::{PublishRequest, publish_asset, publish_object};
 use insitu_ledger::{ServiceOffer, ServiceType};
 
 use crate::args::PublishArgs;
@@ -11,7 +12,11 @@ pub async fn run(a: PublishArgs) -> Result<()> {
     let price = super::parse_amount(&a.price)?;
     let access = super::parse_duration(&a.access)?;
     let timeout = super::parse_duration(&a.fulfill_timeout)?;
-    insitu_flight::publish::inspect_file(&a.file)?;
+    let source = a.file.to_string_lossy().to_string();
+    let remote = source.contains("://");
+    if !remote {
+        insitu_flight::publish::inspect_file(&a.file)?;
+    }
     let signer = super::load_key(&a.key)?;
     let owner = signer.address();
     let ledger = super::connect(&a.chain, Some(signer)).await?;
@@ -25,26 +30,28 @@ pub async fn run(a: PublishArgs) -> Result<()> {
         .context("opening the catalog")?;
     let mut providers = vec![owner];
     providers.extend(a.providers.iter().copied().filter(|p| *p != owner));
-    let published = publish_asset(
-        ledger.as_ref(),
-        &catalog,
-        PublishRequest {
-            file: a.file.clone(),
-            name: a.name,
-            description: a.description,
-            tags: a.tags,
-            services: vec![ServiceOffer {
-                service_type,
-                token: a.token,
-                price,
-                access_duration: access.as_secs(),
-                fulfill_timeout: timeout.as_secs(),
-            }],
-            providers,
-            metadata_url: a.endpoint,
-        },
-    )
-    .await?;
+    let request = PublishRequest {
+        file: a.file.clone(),
+        name: a.name,
+        description: a.description,
+        tags: a.tags,
+        services: vec![ServiceOffer {
+            service_type,
+            token: a.token,
+            price,
+            access_duration: access.as_secs(),
+            fulfill_timeout: timeout.as_secs(),
+        }],
+        providers,
+        metadata_url: a.endpoint,
+    };
+    let published = if remote {
+        let options =
+            StorageOptions::new(parse_storage_options(&a.storage_options)?).with_environment();
+        publish_object(ledger.as_ref(), &catalog, &source, &options, request).await
+    } else {
+        publish_asset(ledger.as_ref(), &catalog, request).await
+    }?;
     crate::output::outln!("{}", published.did);
     eprintln!(
         "published {} ({} rows, {} columns) as {} in tx {} (gas {})",
@@ -67,4 +74,16 @@ pub fn ensure_catalog_dir(url: &str) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// Parses repeated `--storage-option key=value`.
+pub fn parse_storage_options(items: &[String]) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--storage-option must be key=value, not '{kv}'"))
+        })
+        .collect()
 }

@@ -91,7 +91,10 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     let catalog = AssetStore::open(&catalog_url)
         .await
         .context("opening the catalog")?;
-    let service = FlightServiceBuilder::new(engine.clone(), catalog).build();
+    let storage = insitu_flight::StorageOptions::new(cfg.storage.options).with_environment();
+    let service = FlightServiceBuilder::new(engine.clone(), catalog)
+        .with_storage_options(storage)
+        .build();
     let admin = tokio::net::TcpListener::bind(&admin_listen)
         .await
         .with_context(|| format!("binding the admin endpoint {admin_listen}"))?;

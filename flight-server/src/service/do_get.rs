@@ -38,7 +38,7 @@ pub(super) async fn do_get(
             "the asset changed since the ticket was issued; call GetFlightInfo again".into(),
         ));
     }
-    let (schema, batches) = open_batches(&claims.did.to_string(), &location).await?;
+    let (schema, batches) = open_batches(&claims.did.to_string(), &location, &svc.storage).await?;
     let batches =
         batches.map_err(|e| arrow_flight::error::FlightError::from_external_error(Box::new(e)));
     let stream = FlightDataEncoderBuilder::new()

@@ -67,7 +67,7 @@ async fn checked(
     let asked = AssetRequest::from_descriptor(request.get_ref())?;
     let grant = svc.grant(&principal, asked, Action::Download).await?;
     let (asset, location) = served_asset(svc, asked.did).await?;
-    let schema = read_schema(&asked.did.to_string(), &location).await?;
+    let schema = read_schema(&asked.did.to_string(), &location, &svc.storage).await?;
     Ok((principal, asked, grant, asset, schema))
 }
 

@@ -30,6 +30,7 @@ pub struct GatedFlight {
     pub(crate) catalog: AssetStore,
     pub(crate) tickets: Arc<TicketSigner>,
     pub(crate) ticket_ttl: Duration,
+    pub(crate) storage: Arc<crate::source::StorageOptions>,
 }
 
 pub(crate) fn unix_now() -> u64 {

@@ -23,6 +23,68 @@ pub struct ServeConfig {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what one request may hold or how long a proof lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// How long a DoGet ticket from GetFlightInfo stays valid, seconds.
+    pub ticket_ttl_secs: u64,
+    /// How long a grant is reused before the chain is asked again, seconds.
+    pub grant_cache_secs: u64,
+    /// Longest bearer-token lifetime accepted, seconds (at most 86,400).
+    pub max_token_lifetime_secs: u64,
+    /// Tolerated clock difference between consumers and this provider, seconds.
+    pub max_clock_skew_secs: u64,
+    /// Largest request message accepted from a client, bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            ticket_ttl_secs: 300,
+            grant_cache_secs: 15,
+            max_token_lifetime_secs: 86_400,
+            max_clock_skew_secs: 60,
+            max_request_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Refuses values that would weaken a security bound or make the server unusable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let bad = |key: &str, why: &str| anyhow::anyhow!("invalid config: limits.{key} {why}");
+        if self.ticket_ttl_secs == 0 || self.ticket_ttl_secs > 3600 {
+            return Err(bad("ticket_ttl_secs", "must be between 1 and 3600"));
+        }
+        if self.grant_cache_secs > 300 {
+            return Err(bad(
+                "grant_cache_secs",
+                "must be at most 300 (a refund must take effect quickly)",
+            ));
+        }
+        if self.max_token_lifetime_secs == 0 || self.max_token_lifetime_secs > 86_400 {
+            return Err(bad(
+                "max_token_lifetime_secs",
+                "must be between 1 and 86400 (24 h)",
+            ));
+        }
+        if self.max_clock_skew_secs > 600 {
+            return Err(bad("max_clock_skew_secs", "must be at most 600"));
+        }
+        if self.max_request_bytes < 4096 || self.max_request_bytes > 16 * 1024 * 1024 {
+            return Err(bad(
+                "max_request_bytes",
+                "must be between 4096 and 16777216",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Object-store options for the assets' locations (credentials belong in `AWS_*`,
@@ -59,6 +121,9 @@ impl ServeConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        let cfg: ServeConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        cfg.limits.validate()?;
+        Ok(cfg)
     }
 }

@@ -50,6 +50,14 @@ kind = "embedded"
 # cert = "/etc/insitu/tls/cert.pem"
 # key = "/etc/insitu/tls/key.pem"
 
+# Bounds on requests and proofs (defaults shown).
+[limits]
+ticket_ttl_secs = 300            # a DoGet ticket's life
+grant_cache_secs = 15            # how long a grant is reused before asking the chain again
+max_token_lifetime_secs = 86400  # longest bearer token accepted (at most 24 h)
+max_clock_skew_secs = 60
+max_request_bytes = 1048576      # largest client message (descriptors, tickets)
+
 # Where the provider key comes from. Choose one.
 [key]
 kind = "private_key_env"
@@ -89,6 +97,17 @@ mod tests {
         let cfg: ServeConfig = toml::from_str(TEMPLATE).expect("template parses");
         assert_eq!(cfg.chain.kind.as_deref(), Some("embedded"));
         assert!(cfg.key.is_some());
+    }
+
+    #[test]
+    fn a_limit_that_weakens_a_bound_is_refused_by_name() {
+        let cfg: ServeConfig =
+            toml::from_str("[limits]\nmax_token_lifetime_secs = 999999\n").expect("parses");
+        let err = cfg.limits.validate().expect_err("too long");
+        assert!(
+            err.to_string().contains("limits.max_token_lifetime_secs"),
+            "{err}"
+        );
     }
 
     #[test]

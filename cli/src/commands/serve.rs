@@ -78,13 +78,17 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     let provider = signer.address();
 
     let ledger = super::connect(&a.chain, Some(signer)).await?;
+    let limits = &cfg.limits;
     let verifier = Arc::new(
-        TokenVerifier::builder(provider, ledger.chain_id(), ledger.contracts().agreements).build(),
+        TokenVerifier::builder(provider, ledger.chain_id(), ledger.contracts().agreements)
+            .with_max_lifetime(Duration::from_secs(limits.max_token_lifetime_secs))
+            .with_max_skew(Duration::from_secs(limits.max_clock_skew_secs))
+            .build(),
     );
     let audit = Arc::new(JsonlAuditLog::open(&audit_path).await?);
     let engine = Arc::new(
         PolicyEngine::builder(ledger.clone(), verifier, audit)
-            .with_cache_ttl(Duration::from_secs(15))
+            .with_cache_ttl(Duration::from_secs(limits.grant_cache_secs))
             .build(),
     );
     super::publish::ensure_catalog_dir(&catalog_url)?;
@@ -94,6 +98,8 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     let storage = insitu_flight::StorageOptions::new(cfg.storage.options).with_environment();
     let service = FlightServiceBuilder::new(engine.clone(), catalog)
         .with_storage_options(storage)
+        .with_ticket_ttl(Duration::from_secs(limits.ticket_ttl_secs))
+        .with_max_decoding_message_size(limits.max_request_bytes)
         .build();
     let admin = tokio::net::TcpListener::bind(&admin_listen)
         .await

@@ -168,6 +168,27 @@ impl AssetStore {
             .collect()
     }
 
+    /// The registered asset served from `url`, if any (so configured assets are published
+    /// once, not on every start).
+    pub async fn find_by_location(&self, url: &str) -> Result<Option<Did>> {
+        let row = sqlx::query(
+            "SELECT a.did FROM assets a JOIN asset_locations l ON l.did = a.did
+             WHERE l.url = ? AND a.registered = 1 ORDER BY a.updated_at DESC LIMIT 1",
+        )
+        .bind(url)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up an asset by location"))?;
+        row.map(|r| {
+            let did: String = r.get("did");
+            did.parse::<Did>().map_err(|e| CatalogError::Corrupt {
+                did: did.clone(),
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
     /// The private storage location of an asset. Only the provider's own serving path
     /// calls this.
     pub async fn location(&self, did: Did) -> Result<Option<StorageLocation>> {

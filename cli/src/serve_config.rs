@@ -25,6 +25,46 @@ pub struct ServeConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Assets to serve: published on start unless already in the catalog.
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
+}
+
+/// One asset the provider serves, as `[[assets]]` in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// A local Parquet or CSV path, or an object URL (`s3://…`, `file:///…`).
+    pub source: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// Price in base units of the token (wei for ETH); "0" is free.
+    #[serde(default = "default_price")]
+    pub price: String,
+    /// ERC-20 to be paid in; ETH if absent.
+    pub token: Option<Address>,
+    #[serde(default = "default_access")]
+    pub access: String,
+    #[serde(default = "default_timeout")]
+    pub fulfill_timeout: String,
+}
+
+fn default_service() -> String {
+    "download".into()
+}
+fn default_price() -> String {
+    "0".into()
+}
+fn default_access() -> String {
+    "24h".into()
+}
+fn default_timeout() -> String {
+    "1h".into()
 }
 
 /// Bounds on what one request may hold or how long a proof lives.

@@ -206,3 +206,61 @@ async fn killing_serve_on_the_embedded_chain_keeps_assets_agreements_and_balance
         "paid exactly once"
     );
 }
+
+#[tokio::test]
+async fn configured_assets_are_published_once_across_restarts() {
+    let work = tempfile::tempdir().expect("dir");
+    let dir = work.path();
+    std::fs::write(dir.join("stock.csv"), "sku,qty\nA,1\nB,2\n").expect("csv");
+    std::fs::write(
+        dir.join("insitu.toml"),
+        "[chain]\nkind = \"embedded\"\n\n[[assets]]\nsource = \"stock.csv\"\nname = \"stock\"\ntags = [\"inventory\"]\n",
+    )
+    .expect("config");
+    let port = free_port();
+    for _ in 0..2 {
+        let child = insitu(dir)
+            .args([
+                "serve",
+                "--config",
+                "insitu.toml",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start serve");
+        let mut child = child;
+        let mut up = false;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "serve did not start");
+        child.kill().await.expect("kill");
+        child.wait().await.expect("reap");
+    }
+    let catalog =
+        insitu_catalog::AssetStore::open(&format!("sqlite://{}", dir.join("catalog.db").display()))
+            .await
+            .expect("catalog");
+    let assets = catalog.list().await.expect("list");
+    assert_eq!(assets.len(), 1, "published exactly once");
+    assert!(assets[0].registered);
+    assert_eq!(assets[0].ddo.name, "stock");
+    let (chain, _) = EmbeddedChain::open_read_only(&dir.join("chain")).expect("chain");
+    let l = chain.ledger(account(PROVIDER).address()).expect("ledger");
+    assert!(
+        l.asset(assets[0].ddo.did).await.expect("asset").is_some(),
+        "registered on chain"
+    );
+}

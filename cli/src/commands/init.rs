@@ -50,6 +50,18 @@ kind = "embedded"
 # cert = "/etc/insitu/tls/cert.pem"
 # key = "/etc/insitu/tls/key.pem"
 
+# Assets to serve: published on start unless the catalog already has their location.
+# [[assets]]
+# source = "data/orders.parquet"      # a local Parquet/CSV path, or s3://… with the cloud feature
+# name = "orders"
+# description = "Orders, 2026"
+# tags = ["sales"]
+# service = "download"
+# price = "1000000"                   # base units of the token; "0" is free
+# token = "0x..."                     # ERC-20; ETH if absent
+# access = "24h"
+# fulfill_timeout = "1h"
+
 # Bounds on requests and proofs (defaults shown).
 [limits]
 ticket_ttl_secs = 300            # a DoGet ticket's life

@@ -96,6 +96,12 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         .await
         .context("opening the catalog")?;
     let storage = insitu_flight::StorageOptions::new(cfg.storage.options).with_environment();
+    let public_endpoint = format!("grpc://{listen}");
+    for (i, asset) in cfg.assets.iter().enumerate() {
+        ensure_published(ledger.as_ref(), &catalog, &storage, asset, &public_endpoint)
+            .await
+            .with_context(|| format!("publishing assets[{i}] ({})", asset.name))?;
+    }
     let service = FlightServiceBuilder::new(engine.clone(), catalog)
         .with_storage_options(storage)
         .with_ticket_ttl(Duration::from_secs(limits.ticket_ttl_secs))
@@ -147,4 +153,52 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// Publishes a configured asset unless the catalog already serves its location.
+async fn ensure_published(
+    ledger: &dyn insitu_ledger::Ledger,
+    catalog: &AssetStore,
+    storage: &insitu_flight::StorageOptions,
+    asset: &crate::serve_config::AssetConfig,
+    endpoint: &str,
+) -> Result<()> {
+    use insitu_flight::publish::{PublishRequest, publish_asset, publish_object};
+    let remote = asset.source.contains("://");
+    let url = if remote {
+        asset.source.clone()
+    } else {
+        let abs = std::fs::canonicalize(&asset.source)
+            .with_context(|| format!("cannot read {}", asset.source))?;
+        url::Url::from_file_path(&abs)
+            .map_err(|_| anyhow::anyhow!("cannot make a file URL of {}", abs.display()))?
+            .to_string()
+    };
+    if let Some(did) = catalog.find_by_location(&url).await? {
+        tracing::info!(%did, name = %asset.name, "configured asset already published");
+        return Ok(());
+    }
+    let request = PublishRequest {
+        file: asset.source.clone().into(),
+        name: asset.name.clone(),
+        description: asset.description.clone(),
+        tags: asset.tags.clone(),
+        services: vec![insitu_ledger::ServiceOffer {
+            service_type: asset.service.parse()?,
+            token: asset.token,
+            price: super::parse_amount(&asset.price)?,
+            access_duration: super::parse_duration(&asset.access)?.as_secs(),
+            fulfill_timeout: super::parse_duration(&asset.fulfill_timeout)?.as_secs(),
+        }],
+        providers: vec![],
+        metadata_url: endpoint.to_string(),
+    };
+    let published = if remote {
+        publish_object(ledger, catalog, &url, storage, request).await?
+    } else {
+        publish_asset(ledger, catalog, request).await?
+    };
+    tracing::info!(did = %published.did, name = %asset.name, tx = %published.tx.hash, "published configured asset");
+    eprintln!("published {} as {}", asset.name, published.did);
+    Ok(())
 }

@@ -158,12 +158,112 @@ pub struct ChainConfig {
 }
 
 impl ServeConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the config file {}", path.display()))?;
-        let cfg: ServeConfig = toml::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+    /// Reads the file (if any), applies `INSITU__SECTION__KEY` environment overrides, and
+    /// validates. Any setting of the file can be overridden this way, e.g.
+    /// `INSITU__LIMITS__TICKET_TTL_SECS=60` or `INSITU__CHAIN__CONFIRMATIONS=3`; the common
+    /// ones also have flags with their own variables (`INSITU_LISTEN`, `INSITU_RPC_URL`…).
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub(crate) fn load_with_env(
+        path: Option<&Path>,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the config file {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("INSITU__") else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            set_path(&mut table, &keys, &value)
+                .with_context(|| format!("invalid override {name}"))?;
+        }
+        let origin = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the environment".into());
+        let cfg: ServeConfig = toml::Value::Table(table)
+            .try_into()
+            .with_context(|| format!("invalid configuration (from {origin})"))?;
         cfg.limits.validate()?;
         Ok(cfg)
+    }
+}
+
+/// Sets `keys` (a path of tables) to `raw`, read as a TOML value when it parses as one
+/// (numbers, booleans, arrays) and as a string otherwise.
+fn set_path(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<()> {
+    let (last, parents) = keys
+        .split_last()
+        .ok_or_else(|| anyhow::anyhow!("empty key"))?;
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("{key} is not a section"))?;
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn environment_overrides_reach_every_section() {
+        let cfg = ServeConfig::load_with_env(
+            None,
+            env(&[
+                ("INSITU__LIMITS__TICKET_TTL_SECS", "60"),
+                ("INSITU__CHAIN__KIND", "embedded"),
+                ("INSITU__LISTEN", "0.0.0.0:1"),
+                ("INSITU__STORAGE__OPTIONS__AWS_REGION", "eu-west-1"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(cfg.limits.ticket_ttl_secs, 60);
+        assert_eq!(cfg.chain.kind.as_deref(), Some("embedded"));
+        assert_eq!(cfg.listen.as_deref(), Some("0.0.0.0:1"));
+        assert_eq!(
+            cfg.storage.options.get("aws_region").map(String::as_str),
+            Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn a_bad_override_names_the_key() {
+        let err =
+            ServeConfig::load_with_env(None, env(&[("INSITU__LIMITS__TICKET_TTL_SECS", "soon")]))
+                .expect_err("not a number");
+        assert!(format!("{err:#}").contains("ticket_ttl_secs"), "{err:#}");
+        let err =
+            ServeConfig::load_with_env(None, env(&[("INSITU__LISTN", "x")])).expect_err("typo");
+        assert!(format!("{err:#}").contains("listn"), "{err:#}");
     }
 }

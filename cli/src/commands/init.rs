@@ -8,8 +8,10 @@ use crate::serve_config::ServeConfig;
 
 /// The template. It must parse as a [`ServeConfig`]; a unit test keeps it honest.
 pub const TEMPLATE: &str = r#"# insitu provider configuration. Used by: insitu serve --config insitu.toml
-# Every setting can be overridden by a flag or an INSITU_* environment variable
-# (INSITU_LISTEN, INSITU_CHAIN, INSITU_RPC_URL, ...). Secrets never go in this file.
+# Every setting can be overridden from the environment as INSITU__SECTION__KEY
+# (INSITU__LISTEN, INSITU__CHAIN__CONFIRMATIONS, INSITU__LIMITS__TICKET_TTL_SECS, ...);
+# the common ones also have flags with their own variables (INSITU_LISTEN, INSITU_RPC_URL,
+# ...), which win over both. Secrets never go in this file.
 
 # Where Flight listens. Consumers connect here.
 listen = "127.0.0.1:50051"

@@ -14,10 +14,7 @@ use crate::args::ServeArgs;
 use crate::serve_config::ServeConfig;
 
 pub async fn run(mut a: ServeArgs) -> Result<()> {
-    let cfg = match &a.config {
-        Some(path) => ServeConfig::load(path)?,
-        None => ServeConfig::default(),
-    };
+    let cfg = ServeConfig::load(a.config.as_deref())?;
     // Flags (and their environment variables) win over the file.
     let c = &mut a.chain;
     if std::env::var_os("INSITU_CHAIN").is_none()

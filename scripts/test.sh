@@ -3,7 +3,8 @@
 # It installs what it needs itself: the npm tools (solc, OpenZeppelin, anvil) from the
 # committed lock file, and a Python venv with the pinned client libraries. Then it checks
 # that the committed contract artifacts match their sources, checks formatting and
-# lints, and runs all tests.
+# lints, and runs all tests. As root it installs Debian's postgresql for the Postgres
+# catalog test.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,17 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r integration-tests/python/requirements.txt
+
+step "Debian packages: PostgreSQL server for the catalog tests"
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "PostgreSQL found"
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  echo "installed PostgreSQL"
+else
+  echo "warning: no PostgreSQL server and no root to install it; the Postgres catalog test will fail"
+fi
 
 step "formatting and lints"
 cargo fmt --all --check

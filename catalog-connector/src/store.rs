@@ -1,35 +1,43 @@
-//! The sqlx store behind the catalog. SQLite (embedded, WAL) here; the same tables work
-//! on Postgres when several provider replicas share one catalog.
+//! The sqlx store behind the catalog: SQLite (embedded, WAL) for one provider process,
+//! Postgres when several provider replicas share one catalog. One set of queries serves
+//! both through sqlx's `Any` driver (`$n` placeholders, which both accept); only the
+//! table definitions differ (BLOB against BYTEA).
 //!
 //! Public metadata and private locations live in separate tables, so no query that
 //! serves metadata can select a location by accident.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use insitu_ledger::Did;
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::any::{AnyPoolOptions, AnyRow};
 
 use crate::ddo::{DataFormat, Ddo, StorageLocation};
 use crate::error::{CatalogError, Result, db};
 
+/// Table definitions; `{blob}` and `{bigint}` differ between the backends.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS assets (
         did TEXT PRIMARY KEY,
-        version INTEGER NOT NULL,
+        version BIGINT NOT NULL,
         ddo TEXT NOT NULL,
         metadata_hash TEXT NOT NULL,
-        registered INTEGER NOT NULL DEFAULT 0,
-        updated_at INTEGER NOT NULL
+        registered BIGINT NOT NULL DEFAULT 0,
+        updated_at BIGINT NOT NULL
     )",
     "CREATE TABLE IF NOT EXISTS asset_locations (
         did TEXT PRIMARY KEY REFERENCES assets(did) ON DELETE CASCADE,
         url TEXT NOT NULL,
         format TEXT NOT NULL,
-        schema_ipc BLOB NOT NULL
+        schema_ipc {blob} NOT NULL
     )",
 ];
+
+/// The backend behind a catalog URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 /// An asset as stored: its DDO and whether its on-chain registration has completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,27 +50,61 @@ pub struct StoredAsset {
 /// The provider's asset store.
 #[derive(Debug, Clone)]
 pub struct AssetStore {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl AssetStore {
-    /// Opens (creating if needed) a SQLite catalog, e.g. `sqlite:///var/lib/insitu/catalog.db`
-    /// or `sqlite::memory:`.
+    /// Opens (creating if needed) a catalog: `sqlite:///var/lib/insitu/catalog.db`,
+    /// `sqlite::memory:` or `postgres://user@host/db`.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(db("parsing the catalog database URL"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(CatalogError::Invalid(
+                "the catalog URL must start with sqlite: or postgres://".into(),
+            ));
+        };
+        let url = match backend {
+            // Create the database file on first use.
+            Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+            }
+            _ => url.to_string(),
+        };
         let max = if url.contains(":memory:") { 1 } else { 8 };
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .connect_with(options)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Concurrent readers with one writer, integrity, and patience
+                        // while `insitu publish` and `insitu serve` share the file.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await
             .map_err(db("opening the catalog database"))?;
+        let blob = match backend {
+            Backend::Sqlite => "BLOB",
+            Backend::Postgres => "BYTEA",
+        };
         for stmt in SCHEMA {
-            sqlx::query(*stmt)
+            let sql = stmt.replace("{blob}", blob);
+            sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&pool)
                 .await
                 .map_err(db("creating the catalog tables"))?;
@@ -82,7 +124,7 @@ impl AssetStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        let exists = sqlx::query("SELECT 1 FROM assets WHERE did = ?")
+        let exists = sqlx::query("SELECT 1 FROM assets WHERE did = $1")
             .bind(&did)
             .fetch_optional(&mut *tx)
             .await
@@ -92,7 +134,7 @@ impl AssetStore {
         }
         sqlx::query(
             "INSERT INTO assets (did, version, ddo, metadata_hash, registered, updated_at)
-             VALUES (?, 1, ?, ?, 0, ?)",
+             VALUES ($1, 1, $2, $3, 0, $4)",
         )
         .bind(&did)
         .bind(&json)
@@ -102,7 +144,7 @@ impl AssetStore {
         .await
         .map_err(db("inserting the asset"))?;
         sqlx::query(
-            "INSERT INTO asset_locations (did, url, format, schema_ipc) VALUES (?, ?, ?, ?)",
+            "INSERT INTO asset_locations (did, url, format, schema_ipc) VALUES ($1, $2, $3, $4)",
         )
         .bind(&did)
         .bind(&location.url)
@@ -117,7 +159,7 @@ impl AssetStore {
 
     /// Marks an asset as registered on chain.
     pub async fn mark_registered(&self, did: Did) -> Result<()> {
-        let done = sqlx::query("UPDATE assets SET registered = 1 WHERE did = ?")
+        let done = sqlx::query("UPDATE assets SET registered = 1 WHERE did = $1")
             .bind(did.to_string())
             .execute(&self.pool)
             .await
@@ -130,17 +172,28 @@ impl AssetStore {
 
     /// Removes an asset (used when its on-chain registration failed).
     pub async fn remove(&self, did: Did) -> Result<()> {
-        sqlx::query("DELETE FROM assets WHERE did = ?")
-            .bind(did.to_string())
-            .execute(&self.pool)
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .map_err(db("removing the asset"))?;
+            .map_err(db("starting a transaction"))?;
+        for sql in [
+            "DELETE FROM asset_locations WHERE did = $1",
+            "DELETE FROM assets WHERE did = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(did.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("removing the asset"))?;
+        }
+        tx.commit().await.map_err(db("committing the removal"))?;
         Ok(())
     }
 
     /// The public metadata of an asset.
     pub async fn get(&self, did: Did) -> Result<Option<StoredAsset>> {
-        let row = sqlx::query("SELECT ddo, version, registered FROM assets WHERE did = ?")
+        let row = sqlx::query("SELECT ddo, version, registered FROM assets WHERE did = $1")
             .bind(did.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -173,7 +226,7 @@ impl AssetStore {
     pub async fn find_by_location(&self, url: &str) -> Result<Option<Did>> {
         let row = sqlx::query(
             "SELECT a.did FROM assets a JOIN asset_locations l ON l.did = a.did
-             WHERE l.url = ? AND a.registered = 1 ORDER BY a.updated_at DESC LIMIT 1",
+             WHERE l.url = $1 AND a.registered = 1 ORDER BY a.updated_at DESC LIMIT 1",
         )
         .bind(url)
         .fetch_optional(&self.pool)
@@ -192,7 +245,7 @@ impl AssetStore {
     /// The private storage location of an asset. Only the provider's own serving path
     /// calls this.
     pub async fn location(&self, did: Did) -> Result<Option<StorageLocation>> {
-        let row = sqlx::query("SELECT url, format, schema_ipc FROM asset_locations WHERE did = ?")
+        let row = sqlx::query("SELECT url, format, schema_ipc FROM asset_locations WHERE did = $1")
             .bind(did.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -219,7 +272,7 @@ impl AssetStore {
     }
 }
 
-fn stored_from_row(r: &sqlx::sqlite::SqliteRow, did: Did) -> Result<StoredAsset> {
+fn stored_from_row(r: &AnyRow, did: Did) -> Result<StoredAsset> {
     let json: String = r.get("ddo");
     let ddo: Ddo = serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt {
         did: did.to_string(),

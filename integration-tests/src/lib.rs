@@ -6,6 +6,7 @@
 
 pub mod anvil;
 pub mod data;
+pub mod postgres;
 pub mod provider;
 
 pub use anvil::{Anvil, TEST_MNEMONIC, account};

@@ -114,6 +114,8 @@ impl World {
 pub struct ProviderOptions {
     pub confirmations: u64,
     pub cache_ttl: Duration,
+    /// Catalog database URL; a SQLite file in the provider's scratch directory if `None`.
+    pub catalog_url: Option<String>,
 }
 
 impl Default for ProviderOptions {
@@ -121,6 +123,7 @@ impl Default for ProviderOptions {
         ProviderOptions {
             confirmations: 1,
             cache_ttl: Duration::from_secs(15),
+            catalog_url: None,
         }
     }
 }
@@ -153,7 +156,10 @@ impl Provider {
                 .build(),
         );
         let dir = tempfile::tempdir()?;
-        let db = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        let db = opts
+            .catalog_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("catalog.db").display()));
         let catalog = AssetStore::open(&db).await?;
         let service = FlightServiceBuilder::new(engine.clone(), catalog.clone()).build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

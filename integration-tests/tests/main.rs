@@ -4,6 +4,7 @@
 
 mod attacks;
 mod bad_input;
+mod catalog_postgres;
 mod common;
 mod conformance;
 mod demo;

@@ -23,7 +23,8 @@ admin_listen = "127.0.0.1:9464"
 data_dir = ".insitu"
 
 # The asset catalog: public metadata and private storage locations.
-# SQLite here; the same database `insitu publish` writes to.
+# SQLite here, or postgres://user@host/db when several replicas share one catalog;
+# the same database `insitu publish` writes to.
 catalog = "sqlite://.insitu/catalog.db"
 
 # Append-only audit log: one JSON line per access decision.

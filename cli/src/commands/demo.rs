@@ -251,25 +251,38 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     crate::output::outln!(
         "data      TPC-H at scale factor {sf} (tpchgen): customer {customer_rows} rows, lineitem {lineitem_rows} rows"
     );
-    let wine = match shared_data(a.shared_data.as_ref()) {
+    // The scikit-learn datasets of ../shared/data, when present: (file, asset name, description).
+    const SHARED: &[(&str, &str, &str)] = &[
+        ("wine_data.csv", "sklearn.wine", "UCI wine recognition data"),
+        (
+            "breast_cancer.csv",
+            "sklearn.breast_cancer",
+            "UCI breast cancer Wisconsin (diagnostic)",
+        ),
+    ];
+    let mut shared = Vec::new();
+    match shared_data(a.shared_data.as_ref()) {
         Some(root) => {
-            let out = data_dir.join("wine.parquet");
-            match sklearn_to_parquet(&root.join("sklearn/wine_data.csv"), &out) {
-                Ok(rows) => {
-                    crate::output::outln!("          wine {rows} rows (from {})", root.display());
-                    Some(out)
-                }
-                Err(e) => {
-                    crate::output::outln!("          shared wine data unreadable, skipped: {e}");
-                    None
+            for (file, name, description) in SHARED {
+                let out = data_dir.join(format!("{name}.parquet"));
+                match sklearn_to_parquet(&root.join("sklearn").join(file), &out) {
+                    Ok(rows) => {
+                        crate::output::outln!(
+                            "          {name} {rows} rows (from {})",
+                            root.display()
+                        );
+                        shared.push((out, *name, *description));
+                    }
+                    Err(e) => {
+                        crate::output::outln!("          {file} unreadable, skipped: {e}")
+                    }
                 }
             }
         }
         None => {
             crate::output::outln!("          ../shared/data not found: continuing with TPC-H only");
-            None
         }
-    };
+    }
     let setup_time = started.elapsed();
 
     // ---- chain: publish and order -----------------------------------------------------
@@ -311,7 +324,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     )
     .await?;
     crate::output::outln!(
-        "   customer   free          {}  tx {}",
+        "   customer       free     {}  tx {}",
         free.did,
         short_hash(free.tx.hash)
     );
@@ -323,20 +336,15 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     )
     .await?;
     crate::output::outln!(
-        "   lineitem   {PRICE_TOKENS} ITT        {}  tx {}",
+        "   lineitem       {PRICE_TOKENS} ITT   {}  tx {}",
         paid.did,
         short_hash(paid.tx.hash)
     );
-    if let Some(path) = wine {
-        let w = publish(
-            path,
-            "sklearn.wine",
-            "UCI wine recognition data",
-            offer(U256::ZERO, None),
-        )
-        .await?;
+    for (path, name, description) in shared {
+        let w = publish(path, name, description, offer(U256::ZERO, None)).await?;
         crate::output::outln!(
-            "   wine       free          {}  tx {}",
+            "   {:<14} free     {}  tx {}",
+            name.trim_start_matches("sklearn."),
             w.did,
             short_hash(w.tx.hash)
         );

@@ -31,6 +31,8 @@ async fn the_demo_completes_without_node_npm_or_anvil_on_the_path() {
     assert!(stdout.contains("alice downloads lineitem"), "{stdout}");
     assert!(stdout.contains("belongs to another consumer"), "{stdout}");
     assert!(stdout.contains("escrow 0.00 ITT"), "{stdout}");
+    // ../shared/data is beside the repository in CI and development checkouts.
+    assert!(stdout.contains("sklearn.digits 1797 rows"), "{stdout}");
     // The state it kept is a real, resumable chain.
     assert!(work.path().join("state/chain/embedded-chain.json").exists());
     assert!(work.path().join("state/audit.jsonl").exists());
@@ -46,4 +48,25 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
                 .map(std::path::PathBuf::from)
                 .filter(|p| p.is_file())
         })
+}
+
+#[tokio::test]
+async fn the_demo_carries_on_without_the_shared_datasets() {
+    let bin = insitu_bin().expect("binary");
+    let work = tempfile::tempdir().expect("dir");
+    let out = tokio::process::Command::new(&bin)
+        .args(["demo", "--scale-factor", "0.001", "--shared-data"])
+        .arg(work.path().join("no-such-folder"))
+        .current_dir(work.path())
+        .output()
+        .await
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("unreadable, skipped"), "{stdout}");
+    assert!(stdout.contains("alice downloads lineitem"), "{stdout}");
 }

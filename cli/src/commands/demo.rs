@@ -105,18 +105,35 @@ fn shared_data(explicit: Option<&PathBuf>) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.join("sklearn").is_dir())
 }
 
-/// Converts a scikit-learn CSV (first line `n_samples,n_features,labels…`, then numeric rows
-/// whose last column is the label) into Parquet with named columns.
+/// Converts a scikit-learn CSV into Parquet with named columns. Two layouts occur: with a
+/// first line `n_samples,n_features,labels…` (wine, breast cancer), or headerless and
+/// gzipped (digits). Either way each row is the features, then the label.
 fn sklearn_to_parquet(csv: &Path, out: &Path) -> Result<usize> {
-    let text =
-        std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
-    let mut lines = text.lines();
-    let header = lines.next().context("empty file")?;
-    let n_features: usize = header
-        .split(',')
-        .nth(1)
-        .and_then(|v| v.trim().parse().ok())
-        .context("unexpected header")?;
+    let raw = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let text = if csv.extension().is_some_and(|e| e == "gz") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut s)
+            .with_context(|| format!("decompressing {}", csv.display()))?;
+        s
+    } else {
+        String::from_utf8(raw).with_context(|| format!("{} is not text", csv.display()))?
+    };
+    let first = text.lines().next().context("empty file")?;
+    let first_fields: Vec<&str> = first.split(',').collect();
+    // A header names classes after its two counts; a data row is all numbers.
+    let has_header = first_fields
+        .iter()
+        .any(|f| f.trim().parse::<f64>().is_err());
+    let (n_features, skip) = if has_header {
+        let n: usize = first_fields
+            .get(1)
+            .and_then(|v| v.trim().parse().ok())
+            .context("unexpected header")?;
+        (n, 1)
+    } else {
+        (first_fields.len().saturating_sub(1), 0)
+    };
+    let lines = text.lines().skip(skip);
     let mut columns: Vec<Vec<f64>> = vec![Vec::new(); n_features];
     let mut labels = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
@@ -258,6 +275,11 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             "breast_cancer.csv",
             "sklearn.breast_cancer",
             "UCI breast cancer Wisconsin (diagnostic)",
+        ),
+        (
+            "digits.csv.gz",
+            "sklearn.digits",
+            "UCI optical recognition of handwritten digits, 8x8",
         ),
     ];
     let mut shared = Vec::new();

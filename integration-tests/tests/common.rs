@@ -78,6 +78,27 @@ impl Scene {
         insitu_integration_tests::token_for(&self.world, &account(who), self.provider.address)
     }
 
+    /// The claims of a valid token of CONSUMER for this provider, for attacks to bend.
+    pub fn claims(&self) -> insitu_policy::AccessClaims {
+        let d = &self.world.deployed;
+        insitu_policy::AccessClaims {
+            provider: self.provider.address,
+            chain_id: d.chain_id,
+            verifying_contract: d.addresses.agreements,
+            issued_at: insitu_integration_tests::now(),
+            lifetime: std::time::Duration::from_secs(600),
+            scope: "access".into(),
+        }
+    }
+
+    /// A raw Flight client carrying a token of CONSUMER signed over `claims`.
+    pub async fn client_with(&self, claims: &insitu_policy::AccessClaims) -> FlightClient {
+        let token = insitu_policy::sign_access_token(&account(CONSUMER), claims).expect("sign");
+        raw_client(&self.provider.endpoint, Some(&bearer(&token)))
+            .await
+            .expect("client")
+    }
+
     /// A raw Flight client carrying a valid token of account `who`.
     pub async fn client(&self, who: u32) -> FlightClient {
         let token = self.token(who).expect("token");

@@ -52,7 +52,7 @@ async fn serve(dir: &Path, port: u16) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("start serve");
-    for _ in 0..200 {
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
@@ -235,7 +235,7 @@ async fn configured_assets_are_published_once_across_restarts() {
             .expect("start serve");
         let mut child = child;
         let mut up = false;
-        for _ in 0..200 {
+        for _ in 0..600 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()

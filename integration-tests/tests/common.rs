@@ -99,6 +99,18 @@ impl Scene {
             .expect("client")
     }
 
+    /// Downloads `did` as account `who`, the way `insitu get` does.
+    pub async fn download(
+        &self,
+        who: u32,
+        did: Did,
+        agreement: AgreementId,
+    ) -> std::result::Result<Vec<arrow::record_batch::RecordBatch>, insitu_flight::FlightError>
+    {
+        let token = self.token(who).expect("token");
+        insitu_integration_tests::download(&self.provider.endpoint, &token, did, agreement).await
+    }
+
     /// A raw Flight client carrying a valid token of account `who`.
     pub async fn client(&self, who: u32) -> FlightClient {
         let token = self.token(who).expect("token");

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use alloy::primitives::{Address, B256, U256};
 use insitu_integration_tests::{CONSUMER, OTHER_CONSUMER, PROVIDER, World, account};
 use insitu_ledger::embedded::EmbeddedChain;
-use insitu_ledger::{
-    AgreementState, Did, Ledger, LedgerError, RegisterAsset, ServiceOffer, ServiceType,
-};
+
+use crate::common::offer;
+use insitu_ledger::{AgreementState, Did, Ledger, LedgerError, RegisterAsset, ServiceOffer};
 
 /// The chain under test, with the development controls the scenarios need.
 enum Chain {
@@ -60,16 +60,6 @@ impl Chain {
             Chain::Anvil(w) => w.mine(n).await.expect("mine"),
             Chain::Embedded(c) => c.mine(n).expect("mine"),
         }
-    }
-}
-
-fn offer(price: u64, token: Option<Address>) -> ServiceOffer {
-    ServiceOffer {
-        service_type: ServiceType::Download,
-        token,
-        price: U256::from(price),
-        access_duration: 3600,
-        fulfill_timeout: 600,
     }
 }
 

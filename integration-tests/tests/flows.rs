@@ -34,14 +34,10 @@ async fn a_paid_erc20_asset_is_served_after_order_and_the_owner_is_paid_price_mi
         .expect("escrow");
     assert_eq!(escrow, U256::from(PRICE), "the price is locked in escrow");
 
-    let batches = download(
-        &s.provider.endpoint,
-        &s.token(CONSUMER).expect("t"),
-        s.paid,
-        agreement,
-    )
-    .await
-    .expect("download");
+    let batches = s
+        .download(CONSUMER, s.paid, agreement)
+        .await
+        .expect("download");
     let expected = sample_batches(ROWS).expect("data");
     assert_eq!(fingerprint(&batches), fingerprint(&expected));
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), ROWS);
@@ -74,14 +70,10 @@ async fn a_paid_erc20_asset_is_served_after_order_and_the_owner_is_paid_price_mi
 async fn a_free_asset_is_served_after_a_zero_price_order() {
     let s = Scene::start().await.expect("scene");
     let agreement = s.order(CONSUMER, s.free).await.expect("order");
-    let batches = download(
-        &s.provider.endpoint,
-        &s.token(CONSUMER).expect("t"),
-        s.free,
-        agreement,
-    )
-    .await
-    .expect("download");
+    let batches = s
+        .download(CONSUMER, s.free, agreement)
+        .await
+        .expect("download");
     let expected = sample_batches(ROWS).expect("data");
     assert_eq!(fingerprint(&batches), fingerprint(&expected[..1]));
     assert_eq!(
@@ -90,14 +82,9 @@ async fn a_free_asset_is_served_after_a_zero_price_order() {
     );
     // A second download reuses the grant and sends no second fulfil.
     let txs = s.provider_txs().await.expect("txs");
-    download(
-        &s.provider.endpoint,
-        &s.token(CONSUMER).expect("t"),
-        s.free,
-        agreement,
-    )
-    .await
-    .expect("second download");
+    s.download(CONSUMER, s.free, agreement)
+        .await
+        .expect("second download");
     assert_eq!(s.provider_txs().await.expect("txs"), txs);
 }
 

@@ -322,19 +322,7 @@ impl Ledger for RpcLedger {
                 registry.getAsset(did.0).call().await
             })
             .await?;
-        let services = a
-            .services
-            .iter()
-            .map(ServiceOffer::from_sol)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(AssetRecord {
-            did,
-            owner: a.owner,
-            metadata_hash: a.metadataHash,
-            metadata_url: a.metadataUrl,
-            providers: a.providers,
-            services,
-        }))
+        Ok(Some(AssetRecord::from_sol(did, a)?))
     }
 
     async fn set_metadata(&self, did: Did, metadata_hash: B256, url: String) -> Result<TxOutcome> {

@@ -132,6 +132,27 @@ pub struct AssetRecord {
     pub services: Vec<ServiceOffer>,
 }
 
+impl AssetRecord {
+    /// The registry's `getAsset` answer, in domain types.
+    pub(crate) fn from_sol(
+        did: Did,
+        a: AssetRegistry::getAssetReturn,
+    ) -> Result<Self, LedgerError> {
+        Ok(AssetRecord {
+            did,
+            owner: a.owner,
+            metadata_hash: a.metadataHash,
+            metadata_url: a.metadataUrl,
+            services: a
+                .services
+                .iter()
+                .map(ServiceOffer::from_sol)
+                .collect::<Result<Vec<_>, _>>()?,
+            providers: a.providers,
+        })
+    }
+}
+
 /// Where an agreement stands on chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -109,6 +109,16 @@ pub struct Genesis {
     pub resumed: bool,
 }
 
+impl Genesis {
+    fn resumed(state: &ChainState) -> Self {
+        Genesis {
+            contracts: state.contracts,
+            test_token: state.test_token,
+            resumed: true,
+        }
+    }
+}
+
 impl EmbeddedChain {
     /// Opens the chain persisted in `data_dir`, or creates it there: dev accounts funded,
     /// contracts and the test ERC-20 deployed. `None` keeps everything in memory.
@@ -124,11 +134,7 @@ impl EmbeddedChain {
             && p.exists()
         {
             let state = state::load(p)?;
-            let genesis = Genesis {
-                contracts: state.contracts,
-                test_token: state.test_token,
-                resumed: true,
-            };
+            let genesis = Genesis::resumed(&state);
             let chain = Arc::new(EmbeddedChain {
                 state: Mutex::new(state),
                 path,
@@ -193,11 +199,7 @@ impl EmbeddedChain {
             )));
         }
         let state = state::load(&path)?;
-        let genesis = Genesis {
-            contracts: state.contracts,
-            test_token: state.test_token,
-            resumed: true,
-        };
+        let genesis = Genesis::resumed(&state);
         let chain = Arc::new(EmbeddedChain {
             state: Mutex::new(state),
             path: None,
@@ -398,18 +400,7 @@ impl Ledger for EmbeddedLedger {
             AssetRegistry::getAssetCall { did: did.0 },
             "reading the asset",
         )?;
-        Ok(Some(AssetRecord {
-            did,
-            owner: a.owner,
-            metadata_hash: a.metadataHash,
-            metadata_url: a.metadataUrl,
-            providers: a.providers,
-            services: a
-                .services
-                .iter()
-                .map(ServiceOffer::from_sol)
-                .collect::<Result<Vec<_>>>()?,
-        }))
+        Ok(Some(AssetRecord::from_sol(did, a)?))
     }
 
     async fn set_metadata(&self, did: Did, metadata_hash: B256, url: String) -> Result<TxOutcome> {

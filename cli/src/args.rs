@@ -40,6 +40,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Download an asset you hold an agreement for (consumer).
     Get(GetArgs),
+    /// Run SQL on an asset you hold a query agreement for, where the data lives (consumer).
+    Query(QueryArgs),
     /// Write a commented configuration file for `insitu serve`.
     Init(InitArgs),
     /// Show an agreement as the chain sees it.
@@ -262,8 +264,50 @@ pub struct TokenArgs {
     /// Lifetime, e.g. 15m, 1h (at most 24h).
     #[arg(long, default_value = "1h")]
     pub ttl: String,
-    #[arg(long, default_value = "access")]
+    #[arg(long, default_value = "access", conflicts_with = "query_agreements")]
     pub scope: String,
+    /// A query agreement the token carries, for Flight SQL clients (repeat for several;
+    /// sets the scope to `query:<id>,…`).
+    #[arg(long = "agreement", value_name = "ID")]
+    pub query_agreements: Vec<String>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The asset's DID (its provider is looked up on chain).
+    pub did: String,
+    /// The SQL to run. `--tables` lists what you can query instead.
+    #[arg(required_unless_present = "tables")]
+    pub sql: Option<String>,
+    /// The query agreement that entitles you (from `insitu order --service <query index>`).
+    #[arg(long)]
+    pub agreement: String,
+    /// List the tables this agreement lets you query, with their columns.
+    #[arg(long)]
+    pub tables: bool,
+    /// The provider's Flight endpoint.
+    #[arg(
+        long,
+        env = "INSITU_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// Output: `table` (aligned, for people) or `csv` (for pipes).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Print at most this many rows in table format (the rest are counted).
+    #[arg(long, default_value_t = 1000)]
+    pub max_rows: usize,
+    /// PEM CA certificate to trust for an https:// endpoint (default: the web PKI).
+    #[arg(long, env = "INSITU_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Provider address, if the asset lists several.
+    #[arg(long)]
+    pub provider: Option<Address>,
     #[command(flatten)]
     pub chain: ChainArgs,
     #[command(flatten)]

@@ -81,6 +81,12 @@ pub struct LimitsConfig {
     pub max_clock_skew_secs: u64,
     /// Largest request message accepted from a client, bytes.
     pub max_request_bytes: usize,
+    /// Memory one Flight SQL query may use, bytes (no spilling to disk).
+    pub query_memory_bytes: usize,
+    /// Longest a Flight SQL query may run, seconds.
+    pub query_timeout_secs: u64,
+    /// Largest SQL text accepted, bytes.
+    pub max_sql_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -91,6 +97,9 @@ impl Default for LimitsConfig {
             max_token_lifetime_secs: 86_400,
             max_clock_skew_secs: 60,
             max_request_bytes: 1024 * 1024,
+            query_memory_bytes: 512 * 1024 * 1024,
+            query_timeout_secs: 300,
+            max_sql_bytes: 64 * 1024,
         }
     }
 }
@@ -101,6 +110,15 @@ impl LimitsConfig {
         let bad = |key: &str, why: &str| anyhow::anyhow!("invalid config: limits.{key} {why}");
         if self.ticket_ttl_secs == 0 || self.ticket_ttl_secs > 3600 {
             return Err(bad("ticket_ttl_secs", "must be between 1 and 3600"));
+        }
+        if self.query_memory_bytes < 1024 * 1024 {
+            return Err(bad("query_memory_bytes", "must be at least 1 MiB"));
+        }
+        if self.query_timeout_secs == 0 || self.query_timeout_secs > 86_400 {
+            return Err(bad("query_timeout_secs", "must be between 1 and 86400"));
+        }
+        if self.max_sql_bytes < 1024 || self.max_sql_bytes > 16 * 1024 * 1024 {
+            return Err(bad("max_sql_bytes", "must be between 1 KiB and 16 MiB"));
         }
         if self.grant_cache_secs > 300 {
             return Err(bad(

@@ -13,11 +13,14 @@ use tower::Layer;
 
 use crate::auth::{AuthLayer, AuthService};
 use crate::error::{FlightError, Result};
+use crate::router::InsituFlight;
 use crate::service::GatedFlight;
+use crate::sql::{QueryLimits, SqlService};
 use crate::ticket::TicketSigner;
 
-/// The mountable service: the Flight server wrapped in the authentication layer.
-pub type InsituFlightService = AuthService<FlightServiceServer<GatedFlight>>;
+/// The mountable service: downloads and Flight SQL behind one router, wrapped in the
+/// authentication layer.
+pub type InsituFlightService = AuthService<FlightServiceServer<InsituFlight>>;
 
 /// Builder for the provider's Flight service.
 #[derive(Debug)]
@@ -28,6 +31,7 @@ pub struct FlightServiceBuilder {
     ticket_ttl: Duration,
     max_decoding_message_size: usize,
     storage: crate::source::StorageOptions,
+    query_limits: QueryLimits,
 }
 
 impl FlightServiceBuilder {
@@ -45,7 +49,14 @@ impl FlightServiceBuilder {
             ticket_ttl: Duration::from_secs(300),
             max_decoding_message_size: 1024 * 1024,
             storage: crate::source::StorageOptions::default(),
+            query_limits: QueryLimits::default(),
         }
+    }
+
+    /// Memory, time and SQL-size limits for each Flight SQL query.
+    pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
+        self.query_limits = limits;
+        self
     }
 
     /// The HMAC key for tickets. Replicas behind one load balancer must share it; a single
@@ -68,17 +79,37 @@ impl FlightServiceBuilder {
         self
     }
 
-    pub fn build(self) -> InsituFlightService {
-        let flight = GatedFlight {
+    pub fn build(self) -> Result<InsituFlightService> {
+        Ok(self.build_parts()?.0)
+    }
+
+    /// The service, and a handle on its Flight SQL half for embedders that report
+    /// query statistics (`SqlService::stats`).
+    pub fn build_parts(self) -> Result<(InsituFlightService, SqlService)> {
+        let tickets = Arc::new(self.tickets.unwrap_or_else(TicketSigner::random));
+        let storage = Arc::new(self.storage);
+        let download = GatedFlight {
             engine: self.engine.clone(),
-            catalog: self.catalog,
-            tickets: Arc::new(self.tickets.unwrap_or_else(TicketSigner::random)),
+            catalog: self.catalog.clone(),
+            tickets: tickets.clone(),
             ticket_ttl: self.ticket_ttl,
-            storage: Arc::new(self.storage),
+            storage: storage.clone(),
         };
-        let server = FlightServiceServer::new(flight)
+        let sql = SqlService::new(
+            self.engine.clone(),
+            self.catalog,
+            tickets,
+            self.ticket_ttl,
+            storage,
+            self.query_limits,
+        )?;
+        let router = InsituFlight {
+            download,
+            sql: sql.clone(),
+        };
+        let server = FlightServiceServer::new(router)
             .max_decoding_message_size(self.max_decoding_message_size);
-        AuthLayer::new(self.engine).layer(server)
+        Ok((AuthLayer::new(self.engine).layer(server), sql))
     }
 }
 

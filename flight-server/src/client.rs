@@ -12,7 +12,7 @@ use crate::error::{FlightError, Result};
 /// this leaves ample headroom.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
+pub(crate) fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
     match e {
         arrow_flight::error::FlightError::Tonic(status) => match status.code() {
             tonic::Code::Unauthenticated => {
@@ -24,6 +24,28 @@ fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
         },
         other => FlightError::Internal(other.to_string()),
     }
+}
+
+/// Opens a channel to `endpoint` (`http://…`, or `https://…` verified against `ca_pem`
+/// or the web PKI).
+pub(crate) async fn connect_channel(endpoint: &str, ca_pem: Option<Vec<u8>>) -> Result<Channel> {
+    let mut ep = Channel::from_shared(endpoint.to_string())
+        .map_err(|e| FlightError::InvalidRequest(format!("bad endpoint '{endpoint}': {e}")))?;
+    if endpoint.starts_with("https://") {
+        let tls = match ca_pem {
+            Some(pem) => tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            None => tonic::transport::ClientTlsConfig::new().with_webpki_roots(),
+        };
+        ep = ep
+            .tls_config(tls)
+            .map_err(|e| FlightError::InvalidRequest(format!("bad TLS configuration: {e}")))?;
+    }
+    let channel = ep
+        .connect()
+        .await
+        .map_err(|e| FlightError::InvalidRequest(format!("cannot connect to {endpoint}: {e}")))?;
+    Ok(channel)
 }
 
 /// A connected, authenticated download client.
@@ -46,21 +68,7 @@ impl DownloadClient {
         token: &str,
         ca_pem: Option<Vec<u8>>,
     ) -> Result<Self> {
-        let mut ep = Channel::from_shared(endpoint.to_string())
-            .map_err(|e| FlightError::InvalidRequest(format!("bad endpoint '{endpoint}': {e}")))?;
-        if endpoint.starts_with("https://") {
-            let tls = match ca_pem {
-                Some(pem) => tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                None => tonic::transport::ClientTlsConfig::new().with_webpki_roots(),
-            };
-            ep = ep
-                .tls_config(tls)
-                .map_err(|e| FlightError::InvalidRequest(format!("bad TLS configuration: {e}")))?;
-        }
-        let channel = ep.connect().await.map_err(|e| {
-            FlightError::InvalidRequest(format!("cannot connect to {endpoint}: {e}"))
-        })?;
+        let channel = connect_channel(endpoint, ca_pem).await?;
         let service = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE);
         let mut client = DownloadClient {

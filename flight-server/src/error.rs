@@ -26,6 +26,13 @@ pub enum FlightError {
     /// A storage or decoding failure. The detail is logged, not sent.
     #[error("reading asset {did} failed")]
     Storage { did: String, detail: String },
+    /// A per-query resource limit (memory, rows) was reached.
+    #[error("limit reached: {0}")]
+    Limit(String),
+    #[error("{0}")]
+    TimedOut(String),
+    #[error("{0}")]
+    Cancelled(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -44,6 +51,9 @@ impl From<FlightError> for Status {
             FlightError::Unavailable(m) => Status::unavailable(m.clone()),
             FlightError::InvalidTicket(_) => Status::permission_denied(e.to_string()),
             FlightError::UnknownAsset(_) => Status::not_found(e.to_string()),
+            FlightError::Limit(_) => Status::resource_exhausted(e.to_string()),
+            FlightError::TimedOut(m) => Status::deadline_exceeded(m.clone()),
+            FlightError::Cancelled(m) => Status::cancelled(m.clone()),
             FlightError::Storage { did, detail } => {
                 tracing::error!(%did, %detail, "storage failure");
                 Status::internal(e.to_string())

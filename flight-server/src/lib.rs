@@ -9,8 +9,9 @@
 //! mount in its own server next to its own services; `insitu serve` is a thin wrapper.
 //!
 //! Layout: `auth` (the tower layer), `ticket` (HMAC tickets), `source` (object-store
-//! readers), `service/` (one file per RPC), `error` (the one place errors become
-//! `tonic::Status`).
+//! readers), `router` (one `FlightService` over both halves), `service/` (downloads, one
+//! file per RPC), `sql/` (Flight SQL over a gated DataFusion session), `error` (the one
+//! place errors become `tonic::Status`).
 
 pub mod auth;
 mod builder;
@@ -18,11 +19,18 @@ pub mod client;
 mod descriptor;
 mod error;
 pub mod publish;
+pub mod query_client;
+mod router;
 mod service;
 mod source;
+pub mod sql;
 pub mod ticket;
 
 pub use builder::{FlightServiceBuilder, InsituFlightService, TlsIdentity, serve_on, serve_on_tls};
 pub use descriptor::AssetRequest;
 pub use error::{FlightError, Result};
+pub use router::InsituFlight;
 pub use source::{StorageOptions, open_batches, read_schema};
+pub use sql::scope::{MAX_QUERY_AGREEMENTS, query_scope};
+pub use sql::session::{CATALOG, SCHEMA};
+pub use sql::{QueryLimits, QueryStats, SqlService};

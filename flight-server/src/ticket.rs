@@ -128,6 +128,46 @@ impl TicketSigner {
     }
 }
 
+/// What a sealed blob is, so one kind can never be replayed as another. Download
+/// tickets use [`VERSION`] as their first byte and are checked separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Sealed {
+    QueryTicket = 0x51,
+    PreparedStatement = 0x50,
+}
+
+impl TicketSigner {
+    /// `kind ‖ payload ‖ HMAC(kind ‖ payload)`: an opaque, tamper-proof carrier for state
+    /// the client hands back (query tickets, prepared-statement handles), so replicas need
+    /// no shared session store.
+    pub(crate) fn seal(&self, kind: Sealed, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + payload.len() + MAC_LEN);
+        out.push(kind as u8);
+        out.extend_from_slice(payload);
+        let mut mac = self.mac();
+        mac.update(&out);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// Verifies a sealed blob of `kind` (in constant time) and returns its payload.
+    pub(crate) fn open<'a>(&self, kind: Sealed, sealed: &'a [u8]) -> Result<&'a [u8]> {
+        if sealed.len() < 1 + MAC_LEN || sealed[0] != kind as u8 {
+            return Err(FlightError::InvalidTicket("malformed handle".into()));
+        }
+        let (body, tag) = sealed.split_at(sealed.len() - MAC_LEN);
+        let mut mac = self.mac();
+        mac.update(body);
+        mac.verify_slice(tag).map_err(|_| {
+            FlightError::InvalidTicket(
+                "handle was not issued by this provider or was altered".into(),
+            )
+        })?;
+        Ok(&body[1..])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +202,24 @@ mod tests {
         assert!(s.verify(&t, Address::repeat_byte(1), 10).is_err());
         let other = TicketSigner::random().issue(&claims());
         assert!(s.verify(&other, Address::repeat_byte(1), 10).is_err());
+    }
+
+    #[test]
+    fn sealed_blobs_open_only_as_their_kind_and_untampered() {
+        let s = TicketSigner::random();
+        let blob = s.seal(Sealed::QueryTicket, b"payload");
+        assert_eq!(
+            s.open(Sealed::QueryTicket, &blob).expect("open"),
+            b"payload"
+        );
+        assert!(s.open(Sealed::PreparedStatement, &blob).is_err());
+        let mut bent = blob.clone();
+        bent[3] ^= 1;
+        assert!(s.open(Sealed::QueryTicket, &bent).is_err());
+        assert!(
+            TicketSigner::random()
+                .open(Sealed::QueryTicket, &blob)
+                .is_err()
+        );
     }
 }

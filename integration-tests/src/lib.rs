@@ -12,7 +12,7 @@ pub mod provider;
 pub use anvil::{Anvil, TEST_MNEMONIC, account};
 pub use provider::{
     CONSUMER, FEE_BPS, FEE_RECEIVER, OTHER_CONSUMER, PROVIDER, Provider, ProviderOptions, World,
-    collect, download, now, token_for,
+    collect, download, now, token_for, token_with_scope,
 };
 
 use std::path::PathBuf;

@@ -116,6 +116,8 @@ pub struct ProviderOptions {
     pub cache_ttl: Duration,
     /// Catalog database URL; a SQLite file in the provider's scratch directory if `None`.
     pub catalog_url: Option<String>,
+    /// Flight SQL limits (the library's defaults if `None`).
+    pub query_limits: Option<insitu_flight::QueryLimits>,
 }
 
 impl Default for ProviderOptions {
@@ -124,6 +126,7 @@ impl Default for ProviderOptions {
             confirmations: 1,
             cache_ttl: Duration::from_secs(15),
             catalog_url: None,
+            query_limits: None,
         }
     }
 }
@@ -135,6 +138,8 @@ pub struct Provider {
     pub engine: Arc<PolicyEngine>,
     pub catalog: AssetStore,
     pub audit: Arc<MemoryAuditLog>,
+    /// The Flight SQL half, for its query statistics.
+    pub sql: insitu_flight::SqlService,
     pub endpoint: String,
     pub address: Address,
     dir: tempfile::TempDir,
@@ -161,7 +166,11 @@ impl Provider {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("catalog.db").display()));
         let catalog = AssetStore::open(&db).await?;
-        let service = FlightServiceBuilder::new(engine.clone(), catalog.clone()).build();
+        let mut builder = FlightServiceBuilder::new(engine.clone(), catalog.clone());
+        if let Some(limits) = opts.query_limits.clone() {
+            builder = builder.with_query_limits(limits);
+        }
+        let (service, sql) = builder.build_parts()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel::<()>();
@@ -176,6 +185,7 @@ impl Provider {
             engine,
             catalog,
             audit,
+            sql,
             endpoint,
             address,
             dir,
@@ -221,6 +231,16 @@ impl Drop for Provider {
 
 /// A bearer token signed by `consumer` for `provider` on the world's deployment.
 pub fn token_for(world: &World, consumer: &PrivateKeySigner, provider: Address) -> Result<String> {
+    token_with_scope(world, consumer, provider, "access")
+}
+
+/// Like [`token_for`], with a given scope (`query:<agreement>,…` for Flight SQL).
+pub fn token_with_scope(
+    world: &World,
+    consumer: &PrivateKeySigner,
+    provider: Address,
+    scope: &str,
+) -> Result<String> {
     Ok(sign_access_token(
         consumer,
         &AccessClaims {
@@ -229,7 +249,7 @@ pub fn token_for(world: &World, consumer: &PrivateKeySigner, provider: Address) 
             verifying_contract: world.deployed.addresses.agreements,
             issued_at: now(),
             lifetime: Duration::from_secs(600),
-            scope: "access".into(),
+            scope: scope.into(),
         },
     )?)
 }

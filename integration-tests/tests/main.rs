@@ -8,6 +8,7 @@ mod catalog_postgres;
 mod common;
 mod conformance;
 mod demo;
+mod flight_sql;
 mod flows;
 mod python_client;
 mod refund;

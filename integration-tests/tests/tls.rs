@@ -21,8 +21,9 @@ async fn a_tls_provider_serves_clients_that_trust_it_and_no_plaintext_client() {
         !format!("{identity:?}").contains("PRIVATE"),
         "the key must not print"
     );
-    let service =
-        FlightServiceBuilder::new(s.provider.engine.clone(), s.provider.catalog.clone()).build();
+    let service = FlightServiceBuilder::new(s.provider.engine.clone(), s.provider.catalog.clone())
+        .build()
+        .expect("service");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

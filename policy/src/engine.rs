@@ -193,6 +193,30 @@ impl PolicyEngine {
         decision
     }
 
+    /// [`decide`](Self::decide) for callers that name only the agreement: a Flight SQL
+    /// token lists agreement ids, and the asset is whatever each agreement is for. The
+    /// agreement is read once to learn its asset; every check of `decide` still applies.
+    pub async fn decide_agreement(
+        &self,
+        principal: &Principal,
+        action: Action,
+        agreement: AgreementId,
+    ) -> Decision {
+        let did = match self
+            .cache
+            .get(&(principal.consumer, agreement, action), unix_now())
+        {
+            Some(grant) => grant.did,
+            // An unreadable or unknown agreement still goes through `decide`, so the
+            // refusal is audited like any other (under no asset).
+            None => match self.ledger.agreement(agreement).await {
+                Ok(Some(a)) => a.terms.did,
+                Ok(None) | Err(_) => Did(alloy::primitives::B256::ZERO),
+            },
+        };
+        self.decide(principal, action, did, agreement).await
+    }
+
     async fn evaluate(
         &self,
         principal: &Principal,

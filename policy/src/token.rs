@@ -37,7 +37,9 @@ alloy::sol! {
 const WIRE_VERSION: u8 = 1;
 /// Tokens are small; anything bigger is an attack on the decoder.
 const MAX_TOKEN_CHARS: usize = 2048;
-const MAX_SCOPE_BYTES: usize = 256;
+/// Room for a Flight SQL scope of 15 agreement ids; the whole token stays under
+/// `MAX_TOKEN_CHARS`.
+const MAX_SCOPE_BYTES: usize = 1024;
 /// Scopes with this prefix are single-use: their nonce is remembered until expiry.
 const ONE_SHOT_PREFIX: &str = "once:";
 

@@ -425,7 +425,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let audit = Arc::new(JsonlAuditLog::open(dir.join("audit.jsonl")).await?);
     let engine =
         Arc::new(PolicyEngine::builder(Arc::new(provider.ledger.clone()), verifier, audit).build());
-    let service = FlightServiceBuilder::new(engine, catalog.clone()).build();
+    let service = FlightServiceBuilder::new(engine, catalog.clone()).build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_on(listener, service, async {
         let _ = stopped.await;

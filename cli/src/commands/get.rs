@@ -83,23 +83,7 @@ pub async fn run(a: GetArgs) -> Result<()> {
     }
     let signer = super::load_key(&a.key)?;
     let ledger = super::connect(&a.chain, None).await?;
-    let provider = match a.provider {
-        Some(p) => p,
-        None => {
-            let asset = ledger
-                .asset(did)
-                .await?
-                .with_context(|| format!("asset {did} is not registered on this chain"))?;
-            match asset.providers.as_slice() {
-                [only] => *only,
-                [] => bail!("asset {did} lists no provider"),
-                many => bail!(
-                    "asset {did} has {} providers; pick one with --provider",
-                    many.len()
-                ),
-            }
-        }
-    };
+    let provider = super::provider_of(ledger.as_ref(), did, a.provider).await?;
     let token = sign_access_token(
         &signer,
         &AccessClaims {

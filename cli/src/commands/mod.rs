@@ -7,6 +7,7 @@ pub mod init;
 pub mod keys;
 pub mod order;
 pub mod publish;
+pub mod query;
 pub mod refund;
 pub mod serve;
 pub mod status;
@@ -135,6 +136,29 @@ pub fn parse_amount(text: &str) -> Result<U256> {
     text.trim()
         .parse::<U256>()
         .map_err(|_| anyhow!("'{text}' is not an amount in base units (a whole number)"))
+}
+
+/// The provider to talk to for `did`: the one given, or the asset's only provider.
+pub async fn provider_of(
+    ledger: &dyn Ledger,
+    did: insitu_ledger::Did,
+    explicit: Option<alloy::primitives::Address>,
+) -> Result<alloy::primitives::Address> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let asset = ledger
+        .asset(did)
+        .await?
+        .with_context(|| format!("asset {did} is not registered on this chain"))?;
+    match asset.providers.as_slice() {
+        [only] => Ok(*only),
+        [] => anyhow::bail!("asset {did} lists no provider"),
+        many => anyhow::bail!(
+            "asset {did} has {} providers; pick one with --provider",
+            many.len()
+        ),
+    }
 }
 
 pub fn unix_now() -> u64 {

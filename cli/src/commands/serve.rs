@@ -103,7 +103,12 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         .with_storage_options(storage)
         .with_ticket_ttl(Duration::from_secs(limits.ticket_ttl_secs))
         .with_max_decoding_message_size(limits.max_request_bytes)
-        .build();
+        .with_query_limits(insitu_flight::QueryLimits {
+            memory_bytes: limits.query_memory_bytes,
+            timeout: Duration::from_secs(limits.query_timeout_secs),
+            max_sql_bytes: limits.max_sql_bytes,
+        })
+        .build()?;
     let admin = tokio::net::TcpListener::bind(&admin_listen)
         .await
         .with_context(|| format!("binding the admin endpoint {admin_listen}"))?;

@@ -23,24 +23,7 @@ pub(super) async fn served_asset(
     svc: &GatedFlight,
     did: Did,
 ) -> Result<(StoredAsset, StorageLocation)> {
-    let unknown = || FlightError::UnknownAsset(did.to_string());
-    let internal = |e: insitu_catalog::CatalogError| FlightError::Internal(e.to_string());
-    let asset = svc
-        .catalog
-        .get(did)
-        .await
-        .map_err(internal)?
-        .ok_or_else(unknown)?;
-    if !asset.registered {
-        return Err(unknown());
-    }
-    let location = svc
-        .catalog
-        .location(did)
-        .await
-        .map_err(internal)?
-        .ok_or_else(unknown)?;
-    Ok((asset, location))
+    super::served_asset(&svc.catalog, did).await
 }
 
 /// What a download ticket is bound to: the asset's published metadata. If the asset is

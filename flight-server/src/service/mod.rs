@@ -33,6 +33,30 @@ pub struct GatedFlight {
     pub(crate) storage: Arc<crate::source::StorageOptions>,
 }
 
+/// The catalog entry and location of a registered asset this provider serves; an
+/// unregistered or unknown asset is "not served here", whatever the reason.
+pub(crate) async fn served_asset(
+    catalog: &AssetStore,
+    did: insitu_ledger::Did,
+) -> Result<(insitu_catalog::StoredAsset, insitu_catalog::StorageLocation)> {
+    let unknown = || FlightError::UnknownAsset(did.to_string());
+    let internal = |e: insitu_catalog::CatalogError| FlightError::Internal(e.to_string());
+    let asset = catalog
+        .get(did)
+        .await
+        .map_err(internal)?
+        .ok_or_else(unknown)?;
+    if !asset.registered {
+        return Err(unknown());
+    }
+    let location = catalog
+        .location(did)
+        .await
+        .map_err(internal)?
+        .ok_or_else(unknown)?;
+    Ok((asset, location))
+}
+
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -7,6 +7,8 @@
 //! ticket, forges a signature, uses a token for another chain or provider.
 //! Row 2, a consumer with an agreement for asset A: reads asset B, uses a refunded
 //! agreement, or one whose lock is missing.
+//! A consumer with a query grant: SQL that tries to leave the gated session
+//! (`sql_escapes`).
 
 mod agreement_for_another_asset;
 mod another_consumers_agreement;
@@ -17,6 +19,7 @@ mod missing_lock;
 mod no_token;
 mod refunded_agreement;
 mod replayed_ticket;
+mod sql_escapes;
 mod tampered_ticket;
 mod token_for_another_chain;
 mod token_for_another_provider;

@@ -1,0 +1,160 @@
+//! A DataFusion session per request, built from the grants and nothing else.
+//!
+//! The session sees one catalog (`insitu`), one schema (`public`) and one table per
+//! granted asset. It has no table functions, no table factories (`CREATE EXTERNAL
+//! TABLE`), no URL tables, no information schema and no spill directory, a memory pool
+//! of its own, and an object-store registry that knows only the granted assets. The
+//! function registry and optimiser rules are built once and shared, so a session costs
+//! a few map clones.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use insitu_catalog::StorageLocation;
+use insitu_ledger::{AgreementId, Did};
+
+use super::objects::GrantedStores;
+use super::tables::{GrantedTable, provider, table_name};
+use crate::error::{FlightError, Result};
+use crate::source::StorageOptions;
+
+/// The catalog and schema every session shows.
+pub const CATALOG: &str = "insitu";
+pub const SCHEMA: &str = "public";
+
+/// Per-query limits. A query that needs more memory than `memory_bytes` fails with
+/// `RESOURCE_EXHAUSTED` (there is no spilling to the provider's disk); one that runs
+/// longer than `timeout` fails with `DEADLINE_EXCEEDED`.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_sql_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            memory_bytes: 512 * 1024 * 1024,
+            timeout: Duration::from_secs(300),
+            max_sql_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A granted asset, resolved by the service, ready to become a table.
+#[derive(Debug, Clone)]
+pub(crate) struct GrantedAsset {
+    pub did: Did,
+    pub agreement: AgreementId,
+    pub name: String,
+    pub location: StorageLocation,
+    /// End of the agreement's access window (chain time, unix seconds).
+    pub access_end: u64,
+}
+
+/// Builds sessions from a shared template.
+#[derive(Debug)]
+pub(crate) struct SessionFactory {
+    template: SessionState,
+    pub limits: QueryLimits,
+}
+
+/// One request's session and the tables in it.
+pub(crate) struct GatedSession {
+    pub ctx: SessionContext,
+    pub tables: Vec<GrantedTable>,
+}
+
+impl std::fmt::Debug for GatedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+        f.debug_struct("GatedSession")
+            .field("tables", &names)
+            .finish()
+    }
+}
+
+impl GatedSession {
+    pub fn table_names(&self) -> HashSet<String> {
+        self.tables.iter().map(|t| t.name.clone()).collect()
+    }
+}
+
+impl SessionFactory {
+    pub fn new(limits: QueryLimits) -> Self {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        let template = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_table_functions(HashMap::new())
+            .with_table_factories(HashMap::new())
+            .build();
+        SessionFactory { template, limits }
+    }
+
+    /// A session over exactly `assets`.
+    pub async fn session(
+        &self,
+        assets: &[GrantedAsset],
+        storage: &StorageOptions,
+    ) -> Result<GatedSession> {
+        let stores = Arc::new(GrantedStores::default());
+        let pool = TrackConsumersPool::new(
+            GreedyMemoryPool::new(self.limits.memory_bytes),
+            NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+        );
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .with_object_store_registry(stores.clone())
+            .build_arc()
+            .map_err(|e| FlightError::Internal(e.to_string()))?;
+        let schema = Arc::new(MemorySchemaProvider::new());
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema(SCHEMA, schema.clone())
+            .map_err(|e| FlightError::Internal(e.to_string()))?;
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        catalogs.register_catalog(CATALOG.to_string(), catalog);
+        let state = SessionStateBuilder::new_from_existing(self.template.clone())
+            .with_runtime_env(runtime)
+            .with_catalog_list(catalogs)
+            .build();
+        let mut taken = HashSet::new();
+        let mut tables = Vec::with_capacity(assets.len());
+        for (index, asset) in assets.iter().enumerate() {
+            let (table, table_schema) =
+                provider(&state, &stores, index, asset.did, &asset.location, storage).await?;
+            let name = table_name(&asset.name, &taken);
+            taken.insert(name.clone());
+            schema
+                .register_table(name.clone(), table)
+                .map_err(|e| FlightError::Internal(e.to_string()))?;
+            tables.push(GrantedTable {
+                name,
+                schema: table_schema,
+            });
+        }
+        Ok(GatedSession {
+            ctx: SessionContext::new_with_state(state),
+            tables,
+        })
+    }
+}

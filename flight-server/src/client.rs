@@ -20,6 +20,21 @@ pub(crate) fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
             }
             tonic::Code::PermissionDenied => FlightError::Refused(status.message().to_string()),
             tonic::Code::Unavailable => FlightError::Unavailable(status.message().to_string()),
+            // The server's messages already say what kind of failure it was.
+            tonic::Code::InvalidArgument => FlightError::InvalidRequest(
+                status
+                    .message()
+                    .trim_start_matches("invalid request: ")
+                    .to_string(),
+            ),
+            tonic::Code::ResourceExhausted => FlightError::Limit(
+                status
+                    .message()
+                    .trim_start_matches("limit reached: ")
+                    .to_string(),
+            ),
+            tonic::Code::DeadlineExceeded => FlightError::TimedOut(status.message().to_string()),
+            tonic::Code::Cancelled => FlightError::Cancelled(status.message().to_string()),
             _ => FlightError::InvalidRequest(format!("{}: {}", status.code(), status.message())),
         },
         other => FlightError::Internal(other.to_string()),

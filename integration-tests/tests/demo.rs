@@ -31,6 +31,10 @@ async fn the_demo_completes_without_node_npm_or_anvil_on_the_path() {
     assert!(stdout.contains("alice downloads lineitem"), "{stdout}");
     assert!(stdout.contains("belongs to another consumer"), "{stdout}");
     assert!(stdout.contains("escrow 0.00 ITT"), "{stdout}");
+    // Bob's SQL answer: one row per return flag, and his escapes refused.
+    assert!(stdout.contains("| flag | line_items | revenue"), "{stdout}");
+    assert!(stdout.contains("reading another asset in SQL"), "{stdout}");
+    assert!(stdout.contains("only queries are allowed"), "{stdout}");
     // ../shared/data is beside the repository in CI and development checkouts.
     assert!(stdout.contains("sklearn.digits 1797 rows"), "{stdout}");
     // The state it kept is a real, resumable chain.

@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 use insitu_catalog::AssetStore;
 use insitu_flight::client::DownloadClient;
 use insitu_flight::publish::{PublishRequest, publish_asset};
+use insitu_flight::query_client::QueryClient;
 use insitu_flight::{AssetRequest, FlightServiceBuilder, serve_on};
 use insitu_ledger::embedded::{DEV_MNEMONIC, EmbeddedChain};
 use insitu_ledger::{
@@ -32,6 +33,8 @@ use crate::args::DemoArgs;
 
 /// Price of the paid asset, in whole test tokens (18 decimals).
 const PRICE_TOKENS: u64 = 25;
+/// Price of the query service on lineitem: answers cost less than the rows.
+const QUERY_PRICE_TOKENS: u64 = 5;
 
 fn tokens(n: u64) -> U256 {
     U256::from(n) * U256::from(10u64).pow(U256::from(18))
@@ -175,6 +178,22 @@ struct Storefront {
 }
 
 impl Storefront {
+    /// A Flight SQL client of `who` under one query agreement.
+    async fn query_client(&self, who: &Person, agreement: AgreementId) -> Result<QueryClient> {
+        let token = sign_access_token(
+            &who.signer,
+            &AccessClaims {
+                provider: self.provider,
+                chain_id: self.chain_id,
+                verifying_contract: self.agreements,
+                issued_at: super::unix_now(),
+                lifetime: Duration::from_secs(600),
+                scope: insitu_flight::query_scope(&[agreement]),
+            },
+        )?;
+        Ok(QueryClient::connect(&self.endpoint, &token, None).await?)
+    }
+
     /// Downloads `did` under `agreement` as `who`; returns rows and Arrow bytes.
     async fn download(
         &self,
@@ -351,7 +370,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         short_hash(free.tx.hash)
     );
     let paid = publish(
-        lineitem_path,
+        lineitem_path.clone(),
         "tpch.lineitem",
         "TPC-H line items",
         offer(tokens(PRICE_TOKENS), Some(genesis.test_token)),
@@ -361,6 +380,21 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         "   lineitem       {PRICE_TOKENS} ITT   {}  tx {}",
         paid.did,
         short_hash(paid.tx.hash)
+    );
+    let answers = publish(
+        lineitem_path.clone(),
+        "lineitem",
+        "TPC-H line items: answers only, the rows never leave",
+        ServiceOffer {
+            service_type: ServiceType::Query,
+            ..offer(tokens(QUERY_PRICE_TOKENS), Some(genesis.test_token))
+        },
+    )
+    .await?;
+    crate::output::outln!(
+        "   lineitem SQL   {QUERY_PRICE_TOKENS} ITT    {}  tx {}",
+        answers.did,
+        short_hash(answers.tx.hash)
     );
     for (path, name, description) in shared {
         let w = publish(path, name, description, offer(U256::ZERO, None)).await?;
@@ -475,6 +509,41 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     match refused {
         Ok(_) => bail!("bob was served lineitem with a customer agreement: this is a bug"),
         Err(e) => crate::output::outln!("   with his own customer agreement: {e}"),
+    }
+    crate::output::outln!(
+        "\n6. {} queries lineitem in place over Flight SQL: only the answer leaves",
+        bob.name
+    );
+    chain.mint_test_token(bob.address, tokens(10))?;
+    let bob_query = bob.ledger.order(answers.did, 0).await?;
+    crate::output::outln!(
+        "   {} orders SQL answers on lineitem ({QUERY_PRICE_TOKENS} ITT into escrow)  agreement {}",
+        bob.name,
+        short_hash(bob_query.agreement_id)
+    );
+    let mut sql = shop.query_client(&bob, bob_query.agreement_id).await?;
+    let answer: Vec<RecordBatch> = sql
+        .query(
+            "SELECT l_returnflag AS flag, count(*) AS line_items, \
+             round(sum(l_extendedprice), 2) AS revenue \
+             FROM lineitem GROUP BY l_returnflag ORDER BY l_returnflag",
+        )
+        .await?
+        .try_collect()
+        .await?;
+    for line in arrow::util::pretty::pretty_format_batches(&answer)?
+        .to_string()
+        .lines()
+    {
+        crate::output::outln!("   {line}");
+    }
+    match sql.query("SELECT * FROM customer").await {
+        Ok(_) => bail!("bob's query session could read customer: this is a bug"),
+        Err(e) => crate::output::outln!("   reading another asset in SQL: {e}"),
+    }
+    match sql.query("COPY lineitem TO '/tmp/lineitem.csv'").await {
+        Ok(_) => bail!("bob's query session could write a file: this is a bug"),
+        Err(e) => crate::output::outln!("   copying the rows out: {e}"),
     }
     let _ = stop.send(());
     let _ = server.await;

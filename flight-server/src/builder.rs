@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::StreamExt;
 use insitu_catalog::AssetStore;
 use insitu_policy::PolicyEngine;
 use tokio::net::TcpListener;
@@ -168,9 +169,18 @@ pub async fn serve_on_tls(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| FlightError::InvalidRequest(format!("bad TLS configuration: {e}")))?;
     }
+    // Flight calls are small request/response exchanges; without TCP_NODELAY, Nagle's
+    // algorithm and delayed ACKs add ~40 ms to each of them.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    });
     builder
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| FlightError::Internal(format!("server failed: {e}")))
 }

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,7 +28,7 @@ use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use insitu_integration_tests::{CONSUMER, Provider, ProviderOptions, World, account};
 use insitu_ledger::{Ledger, ServiceOffer, ServiceType};
 use parquet::arrow::ArrowWriter;
@@ -262,7 +261,13 @@ async fn run() -> Result<()> {
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(ungated))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(ungated).map(
+                |conn| {
+                    conn.inspect(|stream| {
+                        let _ = stream.set_nodelay(true);
+                    })
+                },
+            ))
             .await;
     });
 

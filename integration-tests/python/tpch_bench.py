@@ -59,7 +59,7 @@ duck = duckdb.connect()
 for t in tables:
     duck.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data_dir}/{t}.parquet')")
 for name, sql in queries.items():
-    report["duckdb"][name] = timed(lambda sql=sql: duck.execute(sql).fetch_arrow_table().num_rows)
+    report["duckdb"][name] = timed(lambda sql=sql: duck.sql(sql).to_arrow_table().num_rows)
 
 
 def first_row(c):
@@ -73,9 +73,12 @@ def first_row(c):
 
 
 ungated_conn = connect(ungated)
+ungated_cur = ungated_conn.cursor()
 report["ttfr"] = {
     "gated_ms": first_row(cur),
-    "ungated_ms": first_row(ungated_conn.cursor()),
+    "ungated_ms": first_row(ungated_cur),
     "calls": 50,
 }
+for c in (cur, ungated_cur, conn, ungated_conn):
+    c.close()
 print(json.dumps(report))

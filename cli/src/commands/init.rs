@@ -72,6 +72,9 @@ grant_cache_secs = 15            # how long a grant is reused before asking the 
 max_token_lifetime_secs = 86400  # longest bearer token accepted (at most 24 h)
 max_clock_skew_secs = 60
 max_request_bytes = 1048576      # largest client message (descriptors, tickets)
+query_memory_bytes = 536870912    # memory one Flight SQL query may use (no spilling)
+query_timeout_secs = 300          # longest a Flight SQL query may run
+max_sql_bytes = 65536             # largest SQL text accepted
 
 # Where the provider key comes from. Choose one.
 [key]

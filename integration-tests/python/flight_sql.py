@@ -10,6 +10,7 @@ import sys
 
 import adbc_driver_flightsql.dbapi as flightsql
 import polars as pl
+import pyarrow.flight as flight
 from adbc_driver_flightsql import DatabaseOptions
 
 endpoint, token, table = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -72,4 +73,28 @@ report["pandas_amount_sum"] = float(pdf["amount"].sum())
 report["polars_amount_sum"] = float(pldf["amount"].sum())
 report["frames_equal"] = bool(pldf.to_pandas().equals(pdf))
 conn.close()
+
+
+def statement(sql):
+    """google.protobuf.Any{CommandStatementQuery{query}}, encoded by hand."""
+
+    def field(number, payload):
+        n, out = len(payload), bytes([number << 3 | 2])
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out += bytes([byte | (0x80 if n else 0)])
+            if not n:
+                return out + payload
+
+    type_url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
+    return field(1, type_url) + field(2, field(1, sql.encode()))
+
+
+# Plain pyarrow.flight: the same query as a Flight SQL command, without ADBC.
+client = flight.FlightClient(endpoint.replace("http://", "grpc+tcp://", 1))
+options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
+descriptor = flight.FlightDescriptor.for_command(statement(f"SELECT count(*) AS n FROM {table}"))
+info = client.get_flight_info(descriptor, options)
+result = client.do_get(info.endpoints[0].ticket, options).read_all()
+report["pyarrow_count"] = result.column("n")[0].as_py()
 print(json.dumps(report))

@@ -1,4 +1,4 @@
-//! ADBC, pandas and polars in a separate Python process, with the token that
+//! ADBC, pandas, polars and plain pyarrow.flight in a separate Python process, with the token that
 //! `insitu token --agreement` printed.
 
 use insitu_integration_tests::{CONSUMER, TEST_MNEMONIC, insitu_bin, python, workspace_root};
@@ -76,6 +76,11 @@ async fn adbc_pandas_and_polars_query_the_gated_table() {
     );
     let rows = ROWS as i64;
     assert_eq!(r["count"], json!(rows));
+    assert_eq!(
+        r["pyarrow_count"],
+        json!(rows),
+        "plain pyarrow.flight agrees"
+    );
     assert_eq!(r["sum"], json!(rows * (rows - 1) / 2));
     assert_eq!(
         r["result_schema"],

@@ -87,6 +87,8 @@ pub struct LimitsConfig {
     pub query_timeout_secs: u64,
     /// Largest SQL text accepted, bytes.
     pub max_sql_bytes: usize,
+    /// Flight SQL queries executing at once on this provider; more are refused.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for LimitsConfig {
@@ -100,6 +102,7 @@ impl Default for LimitsConfig {
             query_memory_bytes: 512 * 1024 * 1024,
             query_timeout_secs: 300,
             max_sql_bytes: 64 * 1024,
+            max_concurrent_queries: 16,
         }
     }
 }
@@ -116,6 +119,9 @@ impl LimitsConfig {
         }
         if self.query_timeout_secs == 0 || self.query_timeout_secs > 86_400 {
             return Err(bad("query_timeout_secs", "must be between 1 and 86400"));
+        }
+        if self.max_concurrent_queries == 0 || self.max_concurrent_queries > 1024 {
+            return Err(bad("max_concurrent_queries", "must be between 1 and 1024"));
         }
         if self.max_sql_bytes < 1024 || self.max_sql_bytes > 16 * 1024 * 1024 {
             return Err(bad("max_sql_bytes", "must be between 1 KiB and 16 MiB"));

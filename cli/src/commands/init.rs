@@ -75,6 +75,7 @@ max_request_bytes = 1048576      # largest client message (descriptors, tickets)
 query_memory_bytes = 536870912    # memory one Flight SQL query may use (no spilling)
 query_timeout_secs = 300          # longest a Flight SQL query may run
 max_sql_bytes = 65536             # largest SQL text accepted
+max_concurrent_queries = 16       # Flight SQL queries executing at once; more are refused
 
 # Where the provider key comes from. Choose one.
 [key]

@@ -107,6 +107,7 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
             memory_bytes: limits.query_memory_bytes,
             timeout: Duration::from_secs(limits.query_timeout_secs),
             max_sql_bytes: limits.max_sql_bytes,
+            max_concurrent: limits.max_concurrent_queries,
         })
         .build()?;
     let admin = tokio::net::TcpListener::bind(&admin_listen)

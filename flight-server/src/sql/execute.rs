@@ -165,9 +165,11 @@ pub struct QueryStats {
     pub abandoned: u64,
 }
 
-/// The running queries, for cancellation and accounting.
-#[derive(Debug, Default)]
+/// The running queries, for cancellation, accounting and the concurrency cap.
+#[derive(Debug)]
 pub(crate) struct Running {
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
     active: AtomicUsize,
     completed: AtomicU64,
     failed: AtomicU64,
@@ -186,6 +188,20 @@ pub(crate) enum CancelOutcome {
 }
 
 impl Running {
+    pub fn new(max_concurrent: usize) -> Self {
+        let max = max_concurrent.max(1);
+        Running {
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            active: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            cancels: Mutex::new(HashMap::new()),
+            cancelled_early: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn stats(&self) -> QueryStats {
         QueryStats {
             active: self.active.load(Ordering::Relaxed),
@@ -220,12 +236,19 @@ impl Running {
                 "the query was cancelled before it ran".into(),
             ));
         }
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            FlightError::Limit(format!(
+                "{} queries are already running on this provider; retry shortly",
+                self.max
+            ))
+        })?;
         let (tx, rx) = watch::channel(false);
         if let Ok(mut cancels) = self.cancels.lock() {
             cancels.insert(query_id.to_string(), tx);
         }
         self.active.fetch_add(1, Ordering::Relaxed);
         Ok(RunGuard {
+            _slot: slot,
             running: self.clone(),
             query_id: query_id.to_string(),
             cancel: rx,
@@ -245,6 +268,7 @@ enum Outcome {
 /// unregisters the query. Dropping the DataFusion stream it travels with cancels the
 /// execution's tasks.
 struct RunGuard {
+    _slot: tokio::sync::OwnedSemaphorePermit,
     running: Arc<Running>,
     query_id: String,
     cancel: watch::Receiver<bool>,
@@ -408,11 +432,15 @@ mod tests {
 
     #[test]
     fn a_query_cancelled_before_it_runs_is_refused() {
-        let running = Arc::new(Running::default());
+        let running = Arc::new(Running::new(1));
         assert_eq!(running.cancel("q1", 100, 10), CancelOutcome::NotRunning);
         assert!(running.start("q1").is_err());
         let guard = running.start("q2").expect("start");
         assert_eq!(running.stats().active, 1);
+        assert!(
+            matches!(running.start("q3"), Err(FlightError::Limit(_))),
+            "one slot only"
+        );
         assert_eq!(running.cancel("q2", 100, 10), CancelOutcome::Cancelled);
         drop(guard);
         let stats = running.stats();

@@ -137,6 +137,7 @@ impl SqlService {
         limits: QueryLimits,
     ) -> Result<Self> {
         let sql_info = metadata::sql_info(&limits)?;
+        let max_concurrent = limits.max_concurrent;
         Ok(SqlService {
             inner: Arc::new(SqlShared {
                 engine,
@@ -145,7 +146,7 @@ impl SqlService {
                 ticket_ttl,
                 storage,
                 factory: SessionFactory::new(limits),
-                running: Arc::new(Running::default()),
+                running: Arc::new(Running::new(max_concurrent)),
                 sql_info,
                 bound: Mutex::new(HashMap::new()),
             }),

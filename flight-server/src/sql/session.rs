@@ -35,12 +35,15 @@ pub const SCHEMA: &str = "public";
 
 /// Per-query limits. A query that needs more memory than `memory_bytes` fails with
 /// `RESOURCE_EXHAUSTED` (there is no spilling to the provider's disk); one that runs
-/// longer than `timeout` fails with `DEADLINE_EXCEEDED`.
+/// longer than `timeout` fails with `DEADLINE_EXCEEDED`. At most `max_concurrent`
+/// queries execute at once on this provider; one more is refused with
+/// `RESOURCE_EXHAUSTED` rather than queued, so clients can back off.
 #[derive(Debug, Clone)]
 pub struct QueryLimits {
     pub memory_bytes: usize,
     pub timeout: Duration,
     pub max_sql_bytes: usize,
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryLimits {
@@ -49,6 +52,7 @@ impl Default for QueryLimits {
             memory_bytes: 512 * 1024 * 1024,
             timeout: Duration::from_secs(300),
             max_sql_bytes: 64 * 1024,
+            max_concurrent: 16,
         }
     }
 }

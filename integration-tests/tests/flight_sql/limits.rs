@@ -150,3 +150,44 @@ async fn cancel_flight_info_stops_a_running_query() {
     let status = crate::common::status(refused.expect("refused"));
     assert_eq!(status.code(), Code::Cancelled);
 }
+
+#[tokio::test]
+async fn queries_beyond_the_concurrency_cap_are_refused_not_queued() {
+    let s = QueryScene::start_with(ProviderOptions {
+        query_limits: Some(insitu_flight::QueryLimits {
+            max_concurrent: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("scene");
+    let mut first = s.client(&s.consumer_token()).await;
+    let info = first
+        .get_flight_info(statement(ENDLESS))
+        .await
+        .expect("plan");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let running = first.do_get(ticket).await.expect("started");
+    for _ in 0..600 {
+        if s.provider.sql.stats().active == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = s.client(&s.consumer_token()).await;
+    let err = run_sql(&mut second, "SELECT 1 AS one")
+        .await
+        .expect_err("no slot left");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(
+        err.message().contains("already running"),
+        "{}",
+        err.message()
+    );
+    drop(running);
+    until_idle(&s).await;
+    run_sql(&mut second, "SELECT 1 AS one")
+        .await
+        .expect("a slot is free again");
+}

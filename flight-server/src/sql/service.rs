@@ -167,17 +167,24 @@ impl SqlService {
                 .decide_agreement(principal, PolicyAction::Query, *id)
         }))
         .await;
-        let mut assets = Vec::with_capacity(decisions.len());
+        let mut grants = Vec::with_capacity(decisions.len());
         for decision in decisions {
-            let grant = match decision {
-                Decision::Allow(grant) => grant,
+            match decision {
+                Decision::Allow(grant) => grants.push(grant),
                 Decision::Deny(reason) => return Err(FlightError::Denied(reason)),
-            };
-            let (asset, location) = served_asset(&self.inner.catalog, grant.did).await?;
+            }
+        }
+        let catalog = &self.inner.catalog;
+        let entries =
+            futures::future::join_all(grants.iter().map(|g| served_asset(catalog, g.did))).await;
+        let mut assets = Vec::with_capacity(grants.len());
+        for (grant, entry) in grants.into_iter().zip(entries) {
+            let (asset, location) = entry?;
             assets.push(GrantedAsset {
                 did: grant.did,
                 agreement: grant.agreement,
                 name: asset.ddo.name.clone(),
+                version: asset.version,
                 location,
                 access_end: grant.access_end,
             });

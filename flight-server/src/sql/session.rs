@@ -9,9 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider, SchemaProvider,
@@ -63,16 +64,29 @@ pub(crate) struct GrantedAsset {
     pub did: Did,
     pub agreement: AgreementId,
     pub name: String,
+    /// The catalog version of the asset (a republication bumps it).
+    pub version: i64,
     pub location: StorageLocation,
     /// End of the agreement's access window (chain time, unix seconds).
     pub access_end: u64,
 }
+
+/// How long an inferred table schema is reused before the file's footer is read again.
+const SCHEMA_TTL: Duration = Duration::from_secs(60);
+/// Schemas remembered at most (one per asset version and location).
+const MAX_SCHEMAS: usize = 4096;
+
+type SchemaKey = (Did, i64, String);
 
 /// Builds sessions from a shared template.
 #[derive(Debug)]
 pub(crate) struct SessionFactory {
     template: SessionState,
     pub limits: QueryLimits,
+    /// Inferred Parquet schemas, so a session does not read every footer again on each
+    /// call. Keyed by asset version and location, and short-lived, so a republished or
+    /// replaced file is seen within a minute.
+    schemas: Mutex<HashMap<SchemaKey, (SchemaRef, Instant)>>,
 }
 
 /// One request's session and the tables in it.
@@ -108,7 +122,11 @@ impl SessionFactory {
             .with_table_functions(HashMap::new())
             .with_table_factories(HashMap::new())
             .build();
-        SessionFactory { template, limits }
+        SessionFactory {
+            template,
+            limits,
+            schemas: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A session over exactly `assets`.
@@ -144,8 +162,31 @@ impl SessionFactory {
         let mut taken = HashSet::new();
         let mut tables = Vec::with_capacity(assets.len());
         for (index, asset) in assets.iter().enumerate() {
-            let (table, table_schema) =
-                provider(&state, &stores, index, asset.did, &asset.location, storage).await?;
+            let key = (asset.did, asset.version, asset.location.url.clone());
+            let known = self.schemas.lock().ok().and_then(|cache| {
+                cache
+                    .get(&key)
+                    .filter(|(_, at)| at.elapsed() < SCHEMA_TTL)
+                    .map(|(schema, _)| schema.clone())
+            });
+            let (table, table_schema) = provider(
+                &state,
+                &stores,
+                index,
+                asset.did,
+                &asset.location,
+                storage,
+                known,
+            )
+            .await?;
+            if let Ok(mut cache) = self.schemas.lock() {
+                if cache.len() >= MAX_SCHEMAS {
+                    cache.retain(|_, (_, at)| at.elapsed() < SCHEMA_TTL);
+                }
+                if cache.len() < MAX_SCHEMAS {
+                    cache.insert(key, (table_schema.clone(), Instant::now()));
+                }
+            }
             let name = table_name(&asset.name, &taken);
             taken.insert(name.clone());
             schema

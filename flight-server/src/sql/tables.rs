@@ -72,8 +72,8 @@ fn format_of(location: &StorageLocation) -> (Arc<dyn FileFormat>, &'static str) 
 }
 
 /// Registers the asset's object under `insitu://t<index>/` and returns a DataFusion
-/// table over it with the schema DataFusion infers (Parquet) or the one recorded at
-/// publish time (CSV).
+/// table over it with `known_schema`, or else the schema DataFusion infers (Parquet) or
+/// the one recorded at publish time (CSV).
 pub(crate) async fn provider(
     state: &SessionState,
     stores: &GrantedStores,
@@ -81,6 +81,7 @@ pub(crate) async fn provider(
     did: Did,
     location: &StorageLocation,
     options: &StorageOptions,
+    known_schema: Option<SchemaRef>,
 ) -> Result<(Arc<dyn TableProvider>, SchemaRef)> {
     let did_text = did.to_string();
     let storage = |detail: String| FlightError::Storage {
@@ -96,12 +97,13 @@ pub(crate) async fn provider(
     let table_url = ListingTableUrl::parse(format!("{root}{alias}"))
         .map_err(|e| FlightError::Internal(e.to_string()))?;
     let options = ListingOptions::new(format).with_file_extension(format!(".{ext}"));
-    let schema = match location.format {
-        DataFormat::Parquet => options
+    let schema = match (location.format, known_schema) {
+        (_, Some(schema)) => schema,
+        (DataFormat::Parquet, None) => options
             .infer_schema(state, &table_url)
             .await
             .map_err(|e| storage(e.to_string()))?,
-        DataFormat::Csv => {
+        (DataFormat::Csv, None) => {
             let schema: arrow::datatypes::Schema =
                 arrow::ipc::convert::try_schema_from_ipc_buffer(&location.schema_ipc)
                     .map_err(|e| storage(e.to_string()))?;

@@ -63,6 +63,23 @@ pub(crate) async fn connect_channel(endpoint: &str, ca_pem: Option<Vec<u8>>) -> 
     Ok(channel)
 }
 
+/// A Flight client on `endpoint` that sends `token` as a bearer token on every call and
+/// accepts messages up to [`MAX_MESSAGE`].
+pub(crate) async fn authenticated(
+    endpoint: &str,
+    token: &str,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<FlightClient> {
+    let channel = connect_channel(endpoint, ca_pem).await?;
+    let service = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE);
+    let mut client = FlightClient::new_from_inner(service);
+    client
+        .add_header("authorization", &format!("Bearer {token}"))
+        .map_err(status_error)?;
+    Ok(client)
+}
+
 /// A connected, authenticated download client.
 #[derive(Debug)]
 pub struct DownloadClient {
@@ -83,17 +100,9 @@ impl DownloadClient {
         token: &str,
         ca_pem: Option<Vec<u8>>,
     ) -> Result<Self> {
-        let channel = connect_channel(endpoint, ca_pem).await?;
-        let service = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE);
-        let mut client = DownloadClient {
-            inner: FlightClient::new_from_inner(service),
-        };
-        client
-            .inner
-            .add_header("authorization", &format!("Bearer {token}"))
-            .map_err(status_error)?;
-        Ok(client)
+        Ok(DownloadClient {
+            inner: authenticated(endpoint, token, ca_pem).await?,
+        })
     }
 
     /// Describes the asset and obtains a ticket for it.

@@ -17,6 +17,7 @@ pub mod auth;
 mod builder;
 pub mod client;
 mod descriptor;
+mod encode;
 mod error;
 pub mod publish;
 pub mod query_client;

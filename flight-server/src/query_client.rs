@@ -8,11 +8,8 @@ use arrow_flight::{FlightClient, FlightDescriptor, FlightInfo};
 use futures::TryStreamExt;
 use prost::Message;
 
-use crate::client::{connect_channel, status_error};
+use crate::client::{authenticated, status_error};
 use crate::error::{FlightError, Result};
-
-/// Largest message accepted from a provider (it keeps messages near 2 MiB).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A connected, authenticated Flight SQL client.
 #[derive(Debug)]
@@ -24,13 +21,7 @@ impl QueryClient {
     /// Connects to `endpoint` and sends `token` (from `insitu token --agreement …`) on
     /// every call; `ca_pem` is trusted for `https://` endpoints.
     pub async fn connect(endpoint: &str, token: &str, ca_pem: Option<Vec<u8>>) -> Result<Self> {
-        let channel = connect_channel(endpoint, ca_pem).await?;
-        let service = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE);
-        let mut inner = FlightClient::new_from_inner(service);
-        inner
-            .add_header("authorization", &format!("Bearer {token}"))
-            .map_err(status_error)?;
+        let inner = authenticated(endpoint, token, ca_pem).await?;
         Ok(QueryClient { inner })
     }
 

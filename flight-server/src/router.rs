@@ -25,7 +25,7 @@ use futures::stream::BoxStream;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::service::GatedFlight;
+use crate::service::{GatedFlight, complete_poll};
 use crate::sql::session_options::{
     self, CLOSE_SESSION, CloseSessionResult, GET_SESSION_OPTIONS, SET_SESSION_OPTIONS,
     SetSessionOptionsRequest,
@@ -176,12 +176,7 @@ impl FlightService for InsituFlight {
         let info = FlightService::get_flight_info(&self.sql, request)
             .await?
             .into_inner();
-        Ok(Response::new(PollInfo {
-            info: Some(info),
-            flight_descriptor: Some(descriptor),
-            progress: Some(1.0),
-            expiration_time: None,
-        }))
+        Ok(Response::new(complete_poll(descriptor, info)))
     }
 
     async fn get_schema(

@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use insitu_flight::AssetRequest;
 use insitu_flight::client::DownloadClient;
 use insitu_ledger::{AgreementId, Did};
-use insitu_policy::{AccessClaims, sign_access_token};
 use parquet::arrow::ArrowWriter;
 
 use crate::args::GetArgs;
@@ -84,17 +83,7 @@ pub async fn run(a: GetArgs) -> Result<()> {
     let signer = super::load_key(&a.key)?;
     let ledger = super::connect(&a.chain, None).await?;
     let provider = super::provider_of(ledger.as_ref(), did, a.provider).await?;
-    let token = sign_access_token(
-        &signer,
-        &AccessClaims {
-            provider,
-            chain_id: ledger.chain_id(),
-            verifying_contract: ledger.contracts().agreements,
-            issued_at: super::unix_now(),
-            lifetime: std::time::Duration::from_secs(3600),
-            scope: "access".into(),
-        },
-    )?;
+    let token = super::sign_token(&signer, ledger.as_ref(), provider, "access".into())?;
     let ca = a
         .ca_cert
         .as_ref()

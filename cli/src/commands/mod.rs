@@ -138,6 +138,26 @@ pub fn parse_amount(text: &str) -> Result<U256> {
         .map_err(|_| anyhow!("'{text}' is not an amount in base units (a whole number)"))
 }
 
+/// A one-hour bearer token of `signer` for `provider` on `ledger`'s deployment.
+pub fn sign_token(
+    signer: &PrivateKeySigner,
+    ledger: &dyn Ledger,
+    provider: alloy::primitives::Address,
+    scope: String,
+) -> Result<String> {
+    Ok(insitu_policy::sign_access_token(
+        signer,
+        &insitu_policy::AccessClaims {
+            provider,
+            chain_id: ledger.chain_id(),
+            verifying_contract: ledger.contracts().agreements,
+            issued_at: unix_now(),
+            lifetime: Duration::from_secs(3600),
+            scope,
+        },
+    )?)
+}
+
 /// The provider to talk to for `did`: the one given, or the asset's only provider.
 pub async fn provider_of(
     ledger: &dyn Ledger,

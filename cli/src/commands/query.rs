@@ -6,7 +6,6 @@ use arrow::array::RecordBatch;
 use futures::StreamExt;
 use insitu_flight::query_client::QueryClient;
 use insitu_ledger::{AgreementId, Did};
-use insitu_policy::{AccessClaims, sign_access_token};
 
 use crate::args::QueryArgs;
 use crate::output::outln;
@@ -22,16 +21,11 @@ pub async fn run(a: QueryArgs) -> Result<()> {
     let signer = super::load_key(&a.key)?;
     let ledger = super::connect(&a.chain, None).await?;
     let provider = super::provider_of(ledger.as_ref(), did, a.provider).await?;
-    let token = sign_access_token(
+    let token = super::sign_token(
         &signer,
-        &AccessClaims {
-            provider,
-            chain_id: ledger.chain_id(),
-            verifying_contract: ledger.contracts().agreements,
-            issued_at: super::unix_now(),
-            lifetime: std::time::Duration::from_secs(3600),
-            scope: insitu_flight::query_scope(&[agreement]),
-        },
+        ledger.as_ref(),
+        provider,
+        insitu_flight::query_scope(&[agreement]),
     )?;
     let ca = a
         .ca_cert

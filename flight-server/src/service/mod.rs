@@ -57,6 +57,16 @@ pub(crate) async fn served_asset(
     Ok((asset, location))
 }
 
+/// The `PollInfo` of a request whose `FlightInfo` is already complete.
+pub(crate) fn complete_poll(descriptor: FlightDescriptor, info: FlightInfo) -> PollInfo {
+    PollInfo {
+        info: Some(info),
+        flight_descriptor: Some(descriptor),
+        progress: Some(1.0),
+        expiration_time: None,
+    }
+}
+
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -125,12 +135,7 @@ impl FlightService for GatedFlight {
         // Downloads are ready at once: PollInfo carries the complete FlightInfo.
         let descriptor = request.get_ref().clone();
         let info = flight_info::get_flight_info(self, request).await?;
-        Ok(Response::new(PollInfo {
-            info: Some(info),
-            flight_descriptor: Some(descriptor),
-            progress: Some(1.0),
-            expiration_time: None,
-        }))
+        Ok(Response::new(complete_poll(descriptor, info)))
     }
 
     async fn get_schema(

@@ -11,7 +11,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -42,13 +41,12 @@ use super::metadata;
 use super::scope::agreements_in_scope;
 use super::session::{CATALOG, GatedSession, GrantedAsset, QueryLimits, SCHEMA, SessionFactory};
 use crate::auth;
+use crate::encode::flight_data as encode;
 use crate::error::{FlightError, Result};
 use crate::service::{served_asset, unix_now};
 use crate::source::StorageOptions;
 use crate::ticket::TicketSigner;
 
-/// Target size of one Flight message (see the download path for why).
-const MAX_FLIGHT_DATA: usize = 2 * 1024 * 1024;
 /// Bound parameters are values, not data: 1 MiB is plenty.
 const MAX_PARAMS_BYTES: usize = 1024 * 1024;
 /// Bound parameters kept for clients that reuse the old handle, at most this many.
@@ -97,29 +95,6 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes> {
         .try_into()
         .map_err(|e: arrow::error::ArrowError| FlightError::Internal(e.to_string()))?;
     Ok(bytes)
-}
-
-/// Encodes a stream of batches as Flight data, keeping messages near 2 MiB.
-fn encode(
-    schema: SchemaRef,
-    batches: BoxStream<'static, Result<RecordBatch>>,
-) -> Stream<arrow_flight::FlightData> {
-    let batches =
-        batches.map_err(|e| arrow_flight::error::FlightError::from_external_error(Box::new(e)));
-    FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_max_flight_data_size(MAX_FLIGHT_DATA)
-        .build(batches)
-        .map_err(|e| match e {
-            arrow_flight::error::FlightError::ExternalError(inner) => {
-                match inner.downcast::<FlightError>() {
-                    Ok(ours) => Status::from(*ours),
-                    Err(other) => Status::internal(format!("stream failed: {other}")),
-                }
-            }
-            other => Status::internal(format!("encoding failed: {other}")),
-        })
-        .boxed()
 }
 
 fn one_batch(batch: RecordBatch) -> Stream<arrow_flight::FlightData> {
@@ -255,19 +230,21 @@ impl SqlService {
             .with_ordered(true))
     }
 
-    /// A `FlightInfo` for a metadata command: the ticket is the command itself, and
-    /// `DoGet` authorises again.
-    fn metadata_info(
+    /// Authorises the caller, then answers a metadata command's `GetFlightInfo`: the
+    /// ticket is the command itself, and `DoGet` authorises again.
+    async fn metadata_response(
         &self,
+        request: Request<FlightDescriptor>,
         command: Any,
         schema: &Schema,
-        descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo> {
-        Ok(FlightInfo::new()
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorized(&request).await.map_err(status)?;
+        let info = FlightInfo::new()
             .try_with_schema(schema)
-            .map_err(|e| FlightError::Internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?
             .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(command.encode_to_vec())))
-            .with_descriptor(descriptor))
+            .with_descriptor(request.into_inner());
+        Ok(Response::new(info))
     }
 
     async fn statement_info(
@@ -451,12 +428,9 @@ impl FlightSqlService for SqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
         let schema = query.into_builder().schema();
-        let info = self
-            .metadata_info(query.as_any(), &schema, request.into_inner())
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &schema)
+            .await
     }
 
     async fn get_flight_info_schemas(
@@ -464,12 +438,9 @@ impl FlightSqlService for SqlService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
         let schema = query.clone().into_builder().schema();
-        let info = self
-            .metadata_info(query.as_any(), &schema, request.into_inner())
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &schema)
+            .await
     }
 
     async fn get_flight_info_tables(
@@ -477,12 +448,9 @@ impl FlightSqlService for SqlService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
         let schema = query.clone().into_builder().schema();
-        let info = self
-            .metadata_info(query.as_any(), &schema, request.into_inner())
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &schema)
+            .await
     }
 
     async fn get_flight_info_table_types(
@@ -490,12 +458,9 @@ impl FlightSqlService for SqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
         let schema = query.into_builder().schema();
-        let info = self
-            .metadata_info(query.as_any(), &schema, request.into_inner())
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &schema)
+            .await
     }
 
     async fn get_flight_info_sql_info(
@@ -503,12 +468,9 @@ impl FlightSqlService for SqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
         let schema = query.clone().into_builder(&self.inner.sql_info).schema();
-        let info = self
-            .metadata_info(query.as_any(), &schema, request.into_inner())
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &schema)
+            .await
     }
 
     async fn get_flight_info_primary_keys(
@@ -516,15 +478,8 @@ impl FlightSqlService for SqlService {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
-        let info = self
-            .metadata_info(
-                query.as_any(),
-                &metadata::primary_keys_schema(),
-                request.into_inner(),
-            )
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &metadata::primary_keys_schema())
+            .await
     }
 
     async fn get_flight_info_exported_keys(
@@ -532,15 +487,8 @@ impl FlightSqlService for SqlService {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
-        let info = self
-            .metadata_info(
-                query.as_any(),
-                &metadata::foreign_keys_schema(),
-                request.into_inner(),
-            )
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &metadata::foreign_keys_schema())
+            .await
     }
 
     async fn get_flight_info_imported_keys(
@@ -548,15 +496,8 @@ impl FlightSqlService for SqlService {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
-        let info = self
-            .metadata_info(
-                query.as_any(),
-                &metadata::foreign_keys_schema(),
-                request.into_inner(),
-            )
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &metadata::foreign_keys_schema())
+            .await
     }
 
     async fn get_flight_info_cross_reference(
@@ -564,15 +505,8 @@ impl FlightSqlService for SqlService {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
-        let info = self
-            .metadata_info(
-                query.as_any(),
-                &metadata::foreign_keys_schema(),
-                request.into_inner(),
-            )
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &metadata::foreign_keys_schema())
+            .await
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -580,13 +514,10 @@ impl FlightSqlService for SqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorized(&request).await.map_err(status)?;
         let data = metadata::xdbc_type_info().map_err(status)?;
         let schema = query.into_builder(data).schema();
-        let info = self
-            .metadata_info(query.as_any(), &schema, request.into_inner())
-            .map_err(status)?;
-        Ok(Response::new(info))
+        self.metadata_response(request, query.as_any(), &schema)
+            .await
     }
 
     async fn get_flight_info_fallback(

@@ -31,6 +31,29 @@ fn limited(memory: usize, timeout: Duration) -> ProviderOptions {
     }
 }
 
+/// Starts ENDLESS as `client` and returns once the server counts it as running.
+async fn start_endless(
+    s: &QueryScene,
+    client: &mut arrow_flight::FlightClient,
+) -> (
+    arrow_flight::FlightInfo,
+    arrow_flight::decode::FlightRecordBatchStream,
+) {
+    let info = client
+        .get_flight_info(statement(ENDLESS))
+        .await
+        .expect("plan");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let stream = client.do_get(ticket).await.expect("started");
+    for _ in 0..600 {
+        if s.provider.sql.stats().active == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (info, stream)
+}
+
 async fn until_idle(s: &QueryScene) -> insitu_flight::QueryStats {
     for _ in 0..600 {
         let stats = s.provider.sql.stats();
@@ -85,19 +108,7 @@ async fn a_client_that_goes_away_cancels_its_query() {
     let s = QueryScene::start().await.expect("scene");
     {
         let mut client = s.client(&s.consumer_token()).await;
-        let info = client
-            .get_flight_info(statement(ENDLESS))
-            .await
-            .expect("plan");
-        let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-        let stream = client.do_get(ticket).await.expect("started");
-        // Wait until the server counts it as running, then hang up.
-        for _ in 0..600 {
-            if s.provider.sql.stats().active == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (_, stream) = start_endless(&s, &mut client).await;
         assert_eq!(s.provider.sql.stats().active, 1);
         drop(stream);
     }
@@ -110,18 +121,7 @@ async fn a_client_that_goes_away_cancels_its_query() {
 async fn cancel_flight_info_stops_a_running_query() {
     let s = QueryScene::start().await.expect("scene");
     let mut client = s.client(&s.consumer_token()).await;
-    let info = client
-        .get_flight_info(statement(ENDLESS))
-        .await
-        .expect("plan");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let mut stream = client.do_get(ticket).await.expect("started");
-    for _ in 0..600 {
-        if s.provider.sql.stats().active == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (info, mut stream) = start_endless(&s, &mut client).await;
     let mut canceller = s.client(&s.consumer_token()).await;
     let result = canceller
         .cancel_flight_info(CancelFlightInfoRequest::new(info.clone()))
@@ -163,18 +163,7 @@ async fn queries_beyond_the_concurrency_cap_are_refused_not_queued() {
     .await
     .expect("scene");
     let mut first = s.client(&s.consumer_token()).await;
-    let info = first
-        .get_flight_info(statement(ENDLESS))
-        .await
-        .expect("plan");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let running = first.do_get(ticket).await.expect("started");
-    for _ in 0..600 {
-        if s.provider.sql.stats().active == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_, running) = start_endless(&s, &mut first).await;
     let mut second = s.client(&s.consumer_token()).await;
     let err = run_sql(&mut second, "SELECT 1 AS one")
         .await

@@ -30,6 +30,14 @@ const SCHEMA: &[&str] = &[
         format TEXT NOT NULL,
         schema_ipc {blob} NOT NULL
     )",
+    // Query constraints per service: private, like the location (a row filter or a
+    // blocked-column list can say more about the data than the provider publishes).
+    "CREATE TABLE IF NOT EXISTS service_constraints (
+        did TEXT NOT NULL REFERENCES assets(did) ON DELETE CASCADE,
+        service_index BIGINT NOT NULL,
+        constraints TEXT NOT NULL,
+        PRIMARY KEY (did, service_index)
+    )",
 ];
 
 /// The backend behind a catalog URL.
@@ -178,6 +186,7 @@ impl AssetStore {
             .await
             .map_err(db("starting a transaction"))?;
         for sql in [
+            "DELETE FROM service_constraints WHERE did = $1",
             "DELETE FROM asset_locations WHERE did = $1",
             "DELETE FROM assets WHERE did = $1",
         ] {
@@ -240,6 +249,56 @@ impl AssetStore {
             })
         })
         .transpose()
+    }
+
+    /// The database pool, for provider state that lives beside the catalog (privacy
+    /// budgets).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Sets (replacing) the private query constraints of one service of an asset, as
+    /// the JSON the policy crate reads. The caller validates them first.
+    pub async fn set_constraints(&self, did: Did, service_index: u64, json: &str) -> Result<()> {
+        let index = i64::try_from(service_index)
+            .map_err(|_| CatalogError::Invalid("service index out of range".into()))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        sqlx::query("DELETE FROM service_constraints WHERE did = $1 AND service_index = $2")
+            .bind(did.to_string())
+            .bind(index)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("replacing constraints"))?;
+        sqlx::query(
+            "INSERT INTO service_constraints (did, service_index, constraints) VALUES ($1, $2, $3)",
+        )
+        .bind(did.to_string())
+        .bind(index)
+        .bind(json)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("storing constraints"))?;
+        tx.commit().await.map_err(db("committing constraints"))?;
+        Ok(())
+    }
+
+    /// The private query constraints of one service, if any were set.
+    pub async fn constraints(&self, did: Did, service_index: u64) -> Result<Option<String>> {
+        let index = i64::try_from(service_index)
+            .map_err(|_| CatalogError::Invalid("service index out of range".into()))?;
+        let row = sqlx::query(
+            "SELECT constraints FROM service_constraints WHERE did = $1 AND service_index = $2",
+        )
+        .bind(did.to_string())
+        .bind(index)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading constraints"))?;
+        Ok(row.map(|r| r.get("constraints")))
     }
 
     /// The private storage location of an asset. Only the provider's own serving path

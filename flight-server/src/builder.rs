@@ -33,6 +33,7 @@ pub struct FlightServiceBuilder {
     max_decoding_message_size: usize,
     storage: crate::source::StorageOptions,
     query_limits: QueryLimits,
+    mask_key: Option<[u8; 32]>,
 }
 
 impl FlightServiceBuilder {
@@ -51,12 +52,21 @@ impl FlightServiceBuilder {
             max_decoding_message_size: 1024 * 1024,
             storage: crate::source::StorageOptions::default(),
             query_limits: QueryLimits::default(),
+            mask_key: None,
         }
     }
 
     /// Memory, time and SQL-size limits for each Flight SQL query.
     pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
         self.query_limits = limits;
+        self
+    }
+
+    /// The key of hash masks. Keep it across restarts (the CLI stores one in the data
+    /// directory) so a consumer's masked values stay stable; unset, a random key per
+    /// process is used.
+    pub fn with_mask_key(mut self, key: [u8; 32]) -> Self {
+        self.mask_key = Some(key);
         self
     }
 
@@ -103,6 +113,7 @@ impl FlightServiceBuilder {
             self.ticket_ttl,
             storage,
             self.query_limits,
+            self.mask_key.unwrap_or_else(rand::random),
         )?;
         let router = InsituFlight {
             download,

@@ -33,6 +33,8 @@ use crate::sql::session_options::{
 use crate::sql::{Authorized, SqlService};
 
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+/// insitu's own action: the privacy budget left on the caller's private agreements.
+pub const PRIVACY_BUDGET: &str = "insitu.privacy_budget";
 const SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 
 /// Downloads and Flight SQL behind one `FlightService`.
@@ -224,6 +226,14 @@ impl FlightService for InsituFlight {
                 self.cancel_flight_info(request).await?,
             )));
         }
+        if kind == PRIVACY_BUDGET {
+            let body = self
+                .sql
+                .privacy_budgets(&request)
+                .await
+                .map_err(Status::from)?;
+            return Ok(Response::new(result(body)));
+        }
         if [SET_SESSION_OPTIONS, GET_SESSION_OPTIONS, CLOSE_SESSION].contains(&kind) {
             let body = match kind {
                 SET_SESSION_OPTIONS => {
@@ -272,6 +282,10 @@ impl FlightService for InsituFlight {
                 "Accepts the fixed catalog and schema; reports others.",
             ),
             (GET_SESSION_OPTIONS, "Returns the catalog and schema."),
+            (
+                PRIVACY_BUDGET,
+                "The differential-privacy budget left on each private agreement in your token (JSON).",
+            ),
             (
                 CLOSE_SESSION,
                 "Ends the session (sessions hold no state here).",

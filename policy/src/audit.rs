@@ -28,6 +28,23 @@ pub struct AuditRecord {
     pub reason: String,
     /// The fulfil transaction this decision sent, if any.
     pub fulfil_tx: Option<B256>,
+    /// For a query: what ran and under which constraints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<QueryAudit>,
+}
+
+/// What the audit log records about one query, allowed or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryAudit {
+    pub query_id: String,
+    /// The constraints in force (rule names with their parameters).
+    pub constraints: Vec<String>,
+    /// The rule that refused the query, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_by: Option<String>,
+    /// ε spent from the agreement's budget, in nano-units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon_nano: Option<u64>,
 }
 
 /// Where audit records go. Implementations must be append-only and durable enough that a

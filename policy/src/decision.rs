@@ -87,6 +87,10 @@ pub enum DenyReason {
         agreement: AgreementId,
         detail: String,
     },
+    /// The provider's Cedar rules refused after the chain granted.
+    ProviderRule {
+        rule: String,
+    },
     /// The chain could not be asked. Not the consumer's fault, and never a grant.
     ChainUnavailable {
         detail: String,
@@ -152,6 +156,9 @@ impl fmt::Display for DenyReason {
             ),
             DenyReason::FulfilFailed { agreement, detail } => {
                 write!(f, "fulfilling agreement {agreement} failed: {detail}")
+            }
+            DenyReason::ProviderRule { rule } => {
+                write!(f, "refused by the provider's rule `{rule}`")
             }
             DenyReason::ChainUnavailable { detail } => {
                 write!(

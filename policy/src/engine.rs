@@ -12,6 +12,7 @@ use crate::audit::{AuditLog, AuditRecord};
 use crate::cache::GrantCache;
 use crate::decision::{Action, Decision, DenyReason, Grant};
 use crate::error::Result;
+use crate::rules::ProviderRules;
 use crate::token::{Principal, TokenVerifier};
 
 /// Decides every request of one provider. Cheap to share behind an `Arc`.
@@ -24,6 +25,7 @@ pub struct PolicyEngine {
     /// One lock per agreement being fulfilled, so concurrent first uses send one
     /// `fulfill` transaction, not several (all but one of which would revert).
     fulfil_locks: Mutex<HashMap<AgreementId, Arc<tokio::sync::Mutex<()>>>>,
+    rules: Option<Arc<ProviderRules>>,
     stats: Counters,
 }
 
@@ -54,12 +56,19 @@ pub struct PolicyEngineBuilder {
     verifier: Arc<TokenVerifier>,
     audit: Arc<dyn AuditLog>,
     cache_ttl: Duration,
+    rules: Option<Arc<ProviderRules>>,
 }
 
 impl PolicyEngineBuilder {
     /// How long a grant is reused without asking the chain again. Zero disables caching.
     pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
+        self
+    }
+
+    /// The provider's Cedar rules, evaluated after every on-chain grant.
+    pub fn with_rules(mut self, rules: Arc<ProviderRules>) -> Self {
+        self.rules = Some(rules);
         self
     }
 
@@ -70,6 +79,7 @@ impl PolicyEngineBuilder {
             audit: self.audit,
             cache: GrantCache::new(self.cache_ttl),
             fulfil_locks: Mutex::new(HashMap::new()),
+            rules: self.rules,
             stats: Counters::default(),
         }
     }
@@ -106,6 +116,7 @@ impl PolicyEngine {
             verifier,
             audit,
             cache_ttl: Duration::from_secs(15),
+            rules: None,
         }
     }
 
@@ -116,6 +127,17 @@ impl PolicyEngine {
 
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.ledger
+    }
+
+    /// The provider's Cedar rules, if any (the flight server asks them for extra columns).
+    pub fn rules(&self) -> Option<&Arc<ProviderRules>> {
+        self.rules.as_ref()
+    }
+
+    /// Appends a record to the audit log (the flight server records each query's
+    /// constraints this way).
+    pub async fn audit(&self, record: &AuditRecord) -> Result<()> {
+        self.audit.append(record).await
     }
 
     /// Verifies a bearer token now. Stateless apart from one-shot nonces.
@@ -148,7 +170,19 @@ impl PolicyEngine {
         did: Did,
         agreement: AgreementId,
     ) -> Decision {
-        let decision = self.evaluate(principal, action, did, agreement).await;
+        let mut decision = self.evaluate(principal, action, did, agreement).await;
+        if let (Decision::Allow(grant), Some(rules)) = (&decision, &self.rules)
+            && let Err(denial) = rules.check(
+                principal.consumer,
+                action,
+                did,
+                agreement,
+                grant.service_index,
+                unix_now(),
+            )
+        {
+            decision = Decision::Deny(DenyReason::ProviderRule { rule: denial.rule });
+        }
         let (allowed, reason, fulfil_tx) = match &decision {
             Decision::Allow(g) => (true, "granted".to_string(), g.fulfilled_by),
             Decision::Deny(r) => (false, r.to_string(), None),
@@ -162,6 +196,7 @@ impl PolicyEngine {
             allowed,
             reason,
             fulfil_tx,
+            query: None,
         };
         if let Err(e) = self.audit.append(&record).await {
             tracing::error!(error = %e, "audit log write failed; denying");

@@ -9,6 +9,12 @@ pub enum PolicyError {
     Signing(String),
     #[error("audit log: {0}")]
     Audit(String),
+    /// Provider rules that do not parse, validate or load.
+    #[error("provider rules: {0}")]
+    Rules(String),
+    /// The privacy budget store failed.
+    #[error("privacy budget: {0}")]
+    Budget(String),
 }
 
 /// Result alias for this crate.

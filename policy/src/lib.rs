@@ -11,16 +11,22 @@
 //! a denial that says why.
 
 mod audit;
+mod budget;
 mod cache;
+pub mod constraints;
 mod decision;
 mod engine;
 mod error;
+mod rules;
 mod token;
 
-pub use audit::{AuditLog, AuditRecord, JsonlAuditLog, MemoryAuditLog};
+pub use audit::{AuditLog, AuditRecord, JsonlAuditLog, MemoryAuditLog, QueryAudit};
+pub use budget::{BudgetState, PrivacyBudgets};
+pub use constraints::{AggregateRule, Mask, Mechanism, PrivacyRule, QueryConstraints};
 pub use decision::{Action, Decision, DenyReason, Grant};
 pub use engine::{PolicyEngine, PolicyEngineBuilder, PolicyStats};
 pub use error::{PolicyError, Result};
+pub use rules::{ProviderRules, RuleDenial, SCHEMA as RULES_SCHEMA};
 pub use token::{
     AccessClaims, AccessToken, Principal, TokenVerifier, TokenVerifierBuilder, decode_token,
     encode_token, sign_access_token,

@@ -26,6 +26,7 @@ pub(crate) async fn plan(
     limits: &QueryLimits,
 ) -> Result<LogicalPlan> {
     check_text(sql, limits.max_sql_bytes)?;
+    super::policy::check_templates(sql, &session.policies)?;
     let sql = number_placeholders(sql)?;
     let plan = session
         .ctx
@@ -34,6 +35,7 @@ pub(crate) async fn plan(
         .await
         .map_err(|e| FlightError::InvalidRequest(root_message(&e)))?;
     check_plan(&plan, &session.table_names())?;
+    super::policy::check(&plan, &session.policies)?;
     match params {
         Some(ipc) => bind(plan, ipc),
         None => Ok(plan),
@@ -302,8 +304,31 @@ impl Drop for RunGuard {
     }
 }
 
+/// Per-answer limits from the provider's constraints, enforced on the stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OutputLimits {
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// Bytes of a batch as Arrow buffers (its slice, not the buffers it shares).
+fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
+}
+
 struct Run {
     inner: datafusion::execution::SendableRecordBatchStream,
+    output: OutputLimits,
+    rows: u64,
+    bytes: u64,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     guard: RunGuard,
     schema: SchemaRef,
@@ -351,6 +376,7 @@ pub(crate) async fn run(
     limits: &QueryLimits,
     running: &Arc<Running>,
     query_id: &str,
+    output: OutputLimits,
 ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
     let mut guard = running.start(query_id)?;
     let schema = plain_schema(df.schema().as_arrow());
@@ -368,6 +394,9 @@ pub(crate) async fn run(
     };
     let state = Run {
         inner,
+        output,
+        rows: 0,
+        bytes: 0,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
         guard,
         schema: schema.clone(),
@@ -387,7 +416,21 @@ pub(crate) async fn run(
                     st.guard.finish(Outcome::Completed);
                     return None;
                 }
-                Some(Ok(batch)) => to_plain(batch, &st.schema),
+                Some(Ok(batch)) => {
+                    st.rows += batch.num_rows() as u64;
+                    st.bytes += batch_bytes(&batch);
+                    match (st.output.rows, st.output.bytes) {
+                        (Some(max), _) if st.rows > max => Err(FlightError::Limit(format!(
+                            "rule `{}`: the answer has more than {max} rows, the most this service returns; narrow the query",
+                            insitu_policy::constraints::rule::ROW_LIMIT
+                        ))),
+                        (_, Some(max)) if st.bytes > max => Err(FlightError::Limit(format!(
+                            "rule `{}`: the answer is larger than {max} bytes, the most this service returns; narrow the query",
+                            insitu_policy::constraints::rule::BYTE_LIMIT
+                        ))),
+                        _ => to_plain(batch, &st.schema),
+                    }
+                }
                 Some(Err(e)) => Err(query_error(e)),
             },
         };

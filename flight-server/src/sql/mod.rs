@@ -18,6 +18,7 @@ mod guard;
 mod handles;
 mod metadata;
 mod objects;
+mod policy;
 pub mod scope;
 mod service;
 pub mod session;

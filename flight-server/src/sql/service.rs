@@ -31,7 +31,10 @@ use arrow_flight::{
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use insitu_catalog::AssetStore;
-use insitu_policy::{Action as PolicyAction, Decision, PolicyEngine, Principal};
+use insitu_policy::{
+    Action as PolicyAction, AuditRecord, Decision, PolicyEngine, Principal, PrivacyBudgets,
+    QueryAudit, QueryConstraints,
+};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -72,6 +75,9 @@ pub(crate) struct SqlShared {
     pub factory: SessionFactory,
     pub running: Arc<Running>,
     pub sql_info: SqlInfoData,
+    /// The provider's key for hash masks (bound per asset and agreement before use).
+    pub mask_key: [u8; 32],
+    pub budgets: PrivacyBudgets,
     /// Parameters bound by `DoPut`, by statement id, with their expiry.
     bound: Mutex<HashMap<String, (String, u64)>>,
 }
@@ -85,6 +91,11 @@ impl std::fmt::Debug for SqlShared {
 }
 
 type Stream<T> = BoxStream<'static, std::result::Result<T, Status>>;
+
+/// nano-ε as ε.
+fn epsilon(nano: u64) -> f64 {
+    nano as f64 / 1e9
+}
 
 fn status(e: FlightError) -> Status {
     Status::from(e)
@@ -110,8 +121,10 @@ impl SqlService {
         ticket_ttl: Duration,
         storage: Arc<StorageOptions>,
         limits: QueryLimits,
+        mask_key: [u8; 32],
     ) -> Result<Self> {
         let sql_info = metadata::sql_info(&limits)?;
+        let budgets = PrivacyBudgets::new(catalog.pool().clone());
         let max_concurrent = limits.max_concurrent;
         Ok(SqlService {
             inner: Arc::new(SqlShared {
@@ -123,6 +136,8 @@ impl SqlService {
                 factory: SessionFactory::new(limits),
                 running: Arc::new(Running::new(max_concurrent)),
                 sql_info,
+                mask_key,
+                budgets,
                 bound: Mutex::new(HashMap::new()),
             }),
         })
@@ -155,6 +170,8 @@ impl SqlService {
         let mut assets = Vec::with_capacity(grants.len());
         for (grant, entry) in grants.into_iter().zip(entries) {
             let (asset, location) = entry?;
+            let columns: Vec<String> = asset.ddo.schema.iter().map(|c| c.name.clone()).collect();
+            let constraints = self.constraints(principal, &grant, &columns).await?;
             assets.push(GrantedAsset {
                 did: grant.did,
                 agreement: grant.agreement,
@@ -162,9 +179,90 @@ impl SqlService {
                 version: asset.version,
                 location,
                 access_end: grant.access_end,
+                constraints,
             });
         }
         Ok(assets)
+    }
+
+    /// The constraints of the granted service, widened by any extra columns the
+    /// provider's rules grant this consumer. Unreadable constraints refuse the call.
+    async fn constraints(
+        &self,
+        principal: &Principal,
+        grant: &insitu_policy::Grant,
+        columns: &[String],
+    ) -> Result<Arc<QueryConstraints>> {
+        let stored = self
+            .inner
+            .catalog
+            .constraints(grant.did, grant.service_index)
+            .await
+            .map_err(|e| {
+                FlightError::Unavailable(format!("reading the service's constraints: {e}"))
+            })?;
+        let Some(json) = stored else {
+            return Ok(Arc::new(QueryConstraints::default()));
+        };
+        let mut constraints = QueryConstraints::parse(&json).map_err(|e| {
+            tracing::error!(did = %grant.did, error = %e, "stored constraints are unreadable");
+            FlightError::Refused(format!(
+                "the constraints of asset {} cannot be read, so nothing is served",
+                grant.did
+            ))
+        })?;
+        if let Some(rules) = self.inner.engine.rules() {
+            let restricted = constraints.restricted_columns(columns);
+            let extra = rules.extra_columns(
+                principal.consumer,
+                grant.did,
+                grant.agreement,
+                grant.service_index,
+                &restricted,
+            );
+            constraints.unblock(&extra);
+        }
+        Ok(Arc::new(constraints))
+    }
+
+    /// Appends one audit record per asset of a query: what ran, under which rules, and
+    /// what refused it or what it spent.
+    async fn audit_query(
+        &self,
+        principal: &Principal,
+        assets: &[GrantedAsset],
+        query_id: &str,
+        rules: Vec<String>,
+        refused: Option<&FlightError>,
+        spent: &[(insitu_ledger::AgreementId, u64)],
+    ) {
+        for asset in assets {
+            let record = AuditRecord {
+                at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                consumer: principal.consumer,
+                action: PolicyAction::Query,
+                did: asset.did,
+                agreement: asset.agreement,
+                allowed: refused.is_none(),
+                reason: refused.map_or_else(|| "query answered".to_string(), |e| e.to_string()),
+                fulfil_tx: None,
+                query: Some(QueryAudit {
+                    query_id: query_id.to_string(),
+                    constraints: rules.clone(),
+                    refused_by: refused.map(|e| e.to_string()),
+                    epsilon_nano: spent
+                        .iter()
+                        .find(|(a, _)| *a == asset.agreement)
+                        .map(|(_, n)| *n),
+                }),
+            };
+            if let Err(e) = self.inner.engine.audit(&record).await {
+                tracing::error!(error = %e, "could not audit a query");
+            }
+        }
     }
 
     /// The caller and its granted assets: from the router's gate if it already decided
@@ -314,15 +412,136 @@ impl SqlService {
         let agreements: Vec<String> = assets.iter().map(|a| a.agreement.to_string()).collect();
         let ipc = t.params.as_deref().map(decode_params).transpose()?;
         let limits = &self.inner.factory.limits;
-        let plan = execute::plan(&session, &t.sql, ipc.as_deref(), limits).await?;
+        let all_rules = || {
+            session
+                .policies
+                .iter()
+                .flat_map(|p| {
+                    p.constraints
+                        .rules()
+                        .into_iter()
+                        .map(move |r| format!("{}:{r}", p.name))
+                })
+                .collect::<Vec<_>>()
+        };
+        let enforced = async {
+            let plan = execute::plan(&session, &t.sql, ipc.as_deref(), limits).await?;
+            super::policy::enforce(
+                plan,
+                &session.policies,
+                &session.ctx.state(),
+                principal.consumer,
+                &self.inner.mask_key,
+            )
+        }
+        .await;
+        let enforced = match enforced {
+            Ok(e) => e,
+            Err(e) => {
+                if matches!(e, FlightError::Refused(_)) {
+                    self.audit_query(&principal, &assets, &t.query_id, all_rules(), Some(&e), &[])
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        let spent = self.spend(&enforced.charges).await;
+        let spent = match spent {
+            Ok(s) => s,
+            Err(e) => {
+                self.audit_query(
+                    &principal,
+                    &assets,
+                    &t.query_id,
+                    enforced.rules,
+                    Some(&e),
+                    &[],
+                )
+                .await;
+                return Err(e);
+            }
+        };
         let df = session
             .ctx
-            .execute_logical_plan(plan)
+            .execute_logical_plan(enforced.plan)
             .await
             .map_err(super::guard::query_error)?;
-        let (schema, batches) = execute::run(df, limits, &self.inner.running, &t.query_id).await?;
+        let output = execute::OutputLimits {
+            rows: enforced.row_limit,
+            bytes: enforced.byte_limit,
+        };
+        let (schema, batches) =
+            execute::run(df, limits, &self.inner.running, &t.query_id, output).await?;
+        self.audit_query(
+            &principal,
+            &assets,
+            &t.query_id,
+            enforced.rules,
+            None,
+            &spent,
+        )
+        .await;
         tracing::info!(consumer = %principal.consumer, query = %t.query_id, ?agreements, "query started");
         Ok(encode(schema, batches))
+    }
+
+    /// Spends each private agreement's ε for one query, all or nothing per agreement
+    /// (a query over one private table spends from one agreement).
+    async fn spend(
+        &self,
+        charges: &[super::policy::Charge],
+    ) -> Result<Vec<(insitu_ledger::AgreementId, u64)>> {
+        let mut spent = Vec::with_capacity(charges.len());
+        for c in charges {
+            let outcome = self
+                .inner
+                .budgets
+                .spend(c.agreement, c.cost, c.budget)
+                .await
+                .map_err(|e| FlightError::Unavailable(e.to_string()))?;
+            match outcome {
+                Ok(_) => spent.push((c.agreement, c.cost)),
+                Err(state) => {
+                    return Err(FlightError::Refused(format!(
+                        "rule `{}` of table `{}`: agreement {} has {} of its privacy budget left and a query costs {}; order again for a new budget",
+                        insitu_policy::constraints::rule::PRIVACY_BUDGET,
+                        c.table,
+                        c.agreement,
+                        epsilon(state.remaining()),
+                        epsilon(c.cost)
+                    )));
+                }
+            }
+        }
+        Ok(spent)
+    }
+
+    /// The privacy budget of each private agreement in the caller's token, as JSON.
+    pub(crate) async fn privacy_budgets<T>(&self, request: &Request<T>) -> Result<Vec<u8>> {
+        let (_, assets) = self.authorized(request).await?;
+        let mut out = Vec::new();
+        for a in &assets {
+            let Some(p) = &a.constraints.privacy else {
+                continue;
+            };
+            let state = self
+                .inner
+                .budgets
+                .state(a.agreement, p.budget_nano())
+                .await
+                .map_err(|e| FlightError::Unavailable(e.to_string()))?;
+            out.push(serde_json::json!({
+                "agreement": a.agreement.to_string(),
+                "did": a.did.to_string(),
+                "table": a.name,
+                "epsilon_budget": epsilon(state.budget),
+                "epsilon_spent": epsilon(state.spent),
+                "epsilon_remaining": epsilon(state.remaining()),
+                "epsilon_per_query": p.epsilon_per_query,
+                "mechanism": p.mechanism,
+            }));
+        }
+        serde_json::to_vec(&out).map_err(|e| FlightError::Internal(e.to_string()))
     }
 
     /// Cancels the query behind a ticket this caller holds.

@@ -24,8 +24,10 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use insitu_catalog::StorageLocation;
 use insitu_ledger::{AgreementId, Did};
+use insitu_policy::QueryConstraints;
 
 use super::objects::GrantedStores;
+use super::policy::TablePolicy;
 use super::tables::{GrantedTable, provider, table_name};
 use crate::error::{FlightError, Result};
 use crate::source::StorageOptions;
@@ -69,6 +71,8 @@ pub(crate) struct GrantedAsset {
     pub location: StorageLocation,
     /// End of the agreement's access window (chain time, unix seconds).
     pub access_end: u64,
+    /// The query constraints in force for this consumer.
+    pub constraints: Arc<QueryConstraints>,
 }
 
 /// How long an inferred table schema is reused before the file's footer is read again.
@@ -93,6 +97,8 @@ pub(crate) struct SessionFactory {
 pub(crate) struct GatedSession {
     pub ctx: SessionContext,
     pub tables: Vec<GrantedTable>,
+    /// Each table's constraints, in the same order.
+    pub policies: Vec<TablePolicy>,
 }
 
 impl std::fmt::Debug for GatedSession {
@@ -161,6 +167,7 @@ impl SessionFactory {
             .build();
         let mut taken = HashSet::new();
         let mut tables = Vec::with_capacity(assets.len());
+        let mut policies = Vec::with_capacity(assets.len());
         for (index, asset) in assets.iter().enumerate() {
             let key = (asset.did, asset.version, asset.location.url.clone());
             let known = self.schemas.lock().ok().and_then(|cache| {
@@ -192,6 +199,18 @@ impl SessionFactory {
             schema
                 .register_table(name.clone(), table)
                 .map_err(|e| FlightError::Internal(e.to_string()))?;
+            policies.push(TablePolicy {
+                name: name.clone(),
+                did: asset.did,
+                agreement: asset.agreement,
+                columns: table_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+                schema: table_schema.clone(),
+                constraints: asset.constraints.clone(),
+            });
             tables.push(GrantedTable {
                 name,
                 schema: table_schema,
@@ -200,6 +219,7 @@ impl SessionFactory {
         Ok(GatedSession {
             ctx: SessionContext::new_with_state(state),
             tables,
+            policies,
         })
     }
 }

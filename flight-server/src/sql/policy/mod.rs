@@ -1,0 +1,158 @@
+//! Query policy: the provider's constraints, enforced on the logical plan.
+//!
+//! Every entry point that plans SQL (statements, prepared statements with any bound
+//! values, `GetSchema`, `GetFlightInfo`) runs the **check** on the resolved plan, before
+//! optimisation, so a refusal arrives at planning time with the rule that fired.
+//! Execution runs the check again on the plan with its parameters bound, then the
+//! **rewrite** (row filters, masks, group thresholds, noise), and only the rewritten
+//! plan reaches the optimiser. Limits on rows and bytes are enforced on the stream.
+//!
+//! When several assets meet in one query, each table keeps its own constraints, and the
+//! query-wide ones combine to the most restrictive: the smallest row and byte limits,
+//! and every table's templates must admit the statement.
+
+mod lineage;
+mod rewrite;
+mod templates;
+mod udf;
+
+use std::sync::Arc;
+
+use alloy::primitives::Address;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use insitu_ledger::{AgreementId, Did};
+use insitu_policy::QueryConstraints;
+use insitu_policy::constraints::rule;
+
+use crate::error::{FlightError, Result};
+
+pub(crate) use lineage::Findings;
+
+/// One granted table and the constraints in force for this consumer (the service's,
+/// after the provider's rules granted any extra columns).
+#[derive(Debug, Clone)]
+pub(crate) struct TablePolicy {
+    pub name: String,
+    pub did: Did,
+    pub agreement: AgreementId,
+    /// The table's columns, in schema order.
+    pub columns: Vec<String>,
+    pub schema: arrow::datatypes::SchemaRef,
+    pub constraints: Arc<QueryConstraints>,
+}
+
+/// ε one query spends from one agreement's budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Charge {
+    pub agreement: AgreementId,
+    pub table: String,
+    /// nano-ε
+    pub cost: u64,
+    /// nano-ε
+    pub budget: u64,
+}
+
+/// The outcome of enforcement for one execution.
+#[derive(Debug)]
+pub(crate) struct Enforced {
+    pub plan: LogicalPlan,
+    /// The rules in force, for the audit log.
+    pub rules: Vec<String>,
+    pub row_limit: Option<u64>,
+    pub byte_limit: Option<u64>,
+    pub charges: Vec<Charge>,
+}
+
+/// Refuses `sql` unless every table with templates admits it.
+pub(crate) fn check_templates(sql: &str, tables: &[TablePolicy]) -> Result<()> {
+    for t in tables {
+        let templates = &t.constraints.templates;
+        if !templates.is_empty() && !templates::matches(sql, templates)? {
+            return Err(FlightError::Refused(format!(
+                "rule `{}` of table `{}`: this statement is not one of the provider's approved queries",
+                rule::TEMPLATES,
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a resolved plan against every table's constraints.
+pub(crate) fn check(plan: &LogicalPlan, tables: &[TablePolicy]) -> Result<Findings> {
+    let mut checker = lineage::Checker::new(tables);
+    checker.check(plan)?;
+    Ok(checker.findings)
+}
+
+/// Checks, then rewrites a bound plan for execution.
+pub(crate) fn enforce(
+    plan: LogicalPlan,
+    tables: &[TablePolicy],
+    state: &SessionState,
+    consumer: Address,
+    mask_key: &[u8; 32],
+) -> Result<Enforced> {
+    let findings = check(&plan, tables)?;
+    for t in tables {
+        for (column, mask) in &t.constraints.masked_columns {
+            if *mask == insitu_policy::Mask::Hash
+                && let Ok(field) = t.schema.field_with_name(column)
+                && !udf::hashable(field.data_type())
+            {
+                return Err(FlightError::Refused(format!(
+                    "rule `{}` of table `{}`: column `{column}` ({}) cannot be hash-masked; the provider must redact it",
+                    rule::MASKED_COLUMNS,
+                    t.name,
+                    field.data_type()
+                )));
+            }
+        }
+    }
+    let charges: Vec<Charge> = findings
+        .private_tables
+        .iter()
+        .filter_map(|i| {
+            let t = &tables[*i];
+            t.constraints.privacy.as_ref().map(|p| Charge {
+                agreement: t.agreement,
+                table: t.name.clone(),
+                cost: p.cost_nano(),
+                budget: p.budget_nano(),
+            })
+        })
+        .collect();
+    let rules: Vec<String> = tables
+        .iter()
+        .flat_map(|t| {
+            t.constraints
+                .rules()
+                .into_iter()
+                .map(move |r| format!("{}:{r}", t.name))
+        })
+        .collect();
+    let row_limit = tables.iter().filter_map(|t| t.constraints.row_limit).min();
+    let byte_limit = tables.iter().filter_map(|t| t.constraints.byte_limit).min();
+    let mut plan =
+        rewrite::Rewriter::new(tables, state, consumer, mask_key, findings).rewrite(plan)?;
+    if let Some(n) = row_limit {
+        // One row more than allowed, so the stream can tell "exactly at the limit" from
+        // "over it" without the engine producing the rest.
+        let fetch = usize::try_from(n.saturating_add(1)).unwrap_or(usize::MAX);
+        plan = LogicalPlanBuilder::from(plan)
+            .limit(0, Some(fetch))
+            .and_then(|b| b.build())
+            .map_err(|e| FlightError::Internal(e.to_string()))?;
+    }
+    Ok(Enforced {
+        plan,
+        rules,
+        row_limit,
+        byte_limit,
+        charges,
+    })
+}
+
+#[cfg(test)]
+mod tests;

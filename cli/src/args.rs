@@ -42,6 +42,9 @@ pub enum Command {
     Get(GetArgs),
     /// Run SQL on an asset you hold a query agreement for, where the data lives (consumer).
     Query(QueryArgs),
+    /// Set what a query service lets out: columns, masks, row filter, aggregate-only,
+    /// limits, templates, differential privacy (provider).
+    Constraints(ConstraintsArgs),
     /// Write a commented configuration file for `insitu serve`.
     Init(InitArgs),
     /// Show an agreement as the chain sees it.
@@ -212,6 +215,9 @@ pub struct PublishArgs {
     /// Service type.
     #[arg(long, default_value = "download")]
     pub service: String,
+    /// Constraints for a query service, a TOML file (see docs/query-policy.md).
+    #[arg(long)]
+    pub constraints: Option<PathBuf>,
     /// Price in base units of the token (wei for ETH). 0 is free.
     #[arg(long, default_value = "0")]
     pub price: String,
@@ -281,7 +287,7 @@ pub struct QueryArgs {
     /// The asset's DID (its provider is looked up on chain).
     pub did: String,
     /// The SQL to run. `--tables` lists what you can query instead.
-    #[arg(required_unless_present = "tables")]
+    #[arg(required_unless_present_any = ["tables", "budget"])]
     pub sql: Option<String>,
     /// The query agreement that entitles you (from `insitu order --service <query index>`).
     #[arg(long)]
@@ -289,6 +295,9 @@ pub struct QueryArgs {
     /// List the tables this agreement lets you query, with their columns.
     #[arg(long)]
     pub tables: bool,
+    /// Show the differential-privacy budget left on this agreement.
+    #[arg(long)]
+    pub budget: bool,
     /// The provider's Flight endpoint.
     #[arg(
         long,
@@ -312,6 +321,23 @@ pub struct QueryArgs {
     pub chain: ChainArgs,
     #[command(flatten)]
     pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConstraintsArgs {
+    /// The asset's DID.
+    pub did: String,
+    /// The constraints, a TOML file (see docs/query-policy.md).
+    pub file: PathBuf,
+    /// Which service of the asset (its index in the DDO).
+    #[arg(long, default_value_t = 0)]
+    pub service_index: u64,
+    /// Catalog database URL (the one `insitu serve` uses; default: catalog.db in --data-dir).
+    #[arg(long, env = "INSITU_CATALOG")]
+    pub catalog: Option<String>,
+    /// Data directory (default home of the catalog).
+    #[arg(long, env = "INSITU_DATA_DIR", default_value = ".insitu")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,26 @@ pub struct ServeConfig {
     /// Assets to serve: published on start unless already in the catalog.
     #[serde(default)]
     pub assets: Vec<AssetConfig>,
+    /// Provider rules in Cedar, evaluated after every on-chain grant.
+    #[serde(default)]
+    pub rules: Option<RulesConfig>,
+}
+
+/// `[rules]`: the provider's Cedar policies and group memberships.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// A `.cedar` policy file, validated against insitu's Cedar schema at start-up.
+    pub policies: PathBuf,
+    /// Cedar entities JSON (consumers and the groups they belong to).
+    pub entities: Option<PathBuf>,
+    /// How often the files are checked for changes, seconds.
+    #[serde(default = "default_reload")]
+    pub reload_secs: u64,
+}
+
+fn default_reload() -> u64 {
+    5
 }
 
 /// One asset the provider serves, as `[[assets]]` in the file.
@@ -52,6 +72,9 @@ pub struct AssetConfig {
     pub access: String,
     #[serde(default = "default_timeout")]
     pub fulfill_timeout: String,
+    /// Constraints of a query service, a TOML file; applied on every start, so editing
+    /// the file and restarting changes them.
+    pub constraints: Option<PathBuf>,
 }
 
 fn default_service() -> String {

@@ -125,6 +125,8 @@ pub struct PublishRequest {
     pub providers: Vec<Address>,
     /// Where consumers read the public metadata (the provider's endpoint).
     pub metadata_url: String,
+    /// Constraints for the query services among `services` (provider-private).
+    pub constraints: Option<insitu_policy::QueryConstraints>,
 }
 
 /// A published asset.
@@ -133,6 +135,49 @@ pub struct Published {
     pub did: Did,
     pub ddo: Ddo,
     pub tx: TxOutcome,
+}
+
+/// Replaces the constraints of query service `service_index` of an asset this provider
+/// serves, after checking them against the asset's schema. Constraints are private to
+/// the provider, so no chain transaction is needed; new sessions use them at once.
+pub async fn set_constraints(
+    catalog: &AssetStore,
+    did: Did,
+    service_index: u64,
+    constraints: &insitu_policy::QueryConstraints,
+) -> Result<()> {
+    let asset = catalog
+        .get(did)
+        .await
+        .map_err(|e| FlightError::Internal(e.to_string()))?
+        .ok_or_else(|| FlightError::UnknownAsset(did.to_string()))?;
+    let service = asset
+        .ddo
+        .services
+        .iter()
+        .find(|s| s.index == service_index)
+        .ok_or_else(|| invalid(format!("asset {did} has no service {service_index}")))?;
+    if service.offer.service_type != insitu_ledger::ServiceType::Query {
+        return Err(invalid(format!(
+            "service {service_index} of {did} is a {} service; constraints govern query services",
+            service.offer.service_type
+        )));
+    }
+    let location = catalog
+        .location(did)
+        .await
+        .map_err(|e| FlightError::Internal(e.to_string()))?
+        .ok_or_else(|| FlightError::UnknownAsset(did.to_string()))?;
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&location.schema_ipc)
+        .map_err(|e| FlightError::Internal(format!("stored schema: {e}")))?;
+    crate::sql::validate_constraints(constraints, &schema)?;
+    let json = constraints
+        .to_json()
+        .map_err(|e| invalid(format!("constraints: {e}")))?;
+    catalog
+        .set_constraints(did, service_index, &json)
+        .await
+        .map_err(|e| FlightError::Internal(e.to_string()))
 }
 
 /// Publishes `req.file` (a local file) as a new asset owned by the ledger's account.
@@ -326,6 +371,16 @@ async fn register(
     };
     ddo.validate().map_err(|e| invalid(e.to_string()))?;
     let metadata_hash = ddo.metadata_hash().map_err(|e| invalid(e.to_string()))?;
+    let constraints = match &req.constraints {
+        Some(c) => {
+            crate::sql::validate_constraints(c, &schema)?;
+            Some(
+                c.to_json()
+                    .map_err(|e| invalid(format!("constraints: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let location = StorageLocation {
         url: location_url,
         format,
@@ -335,6 +390,19 @@ async fn register(
         .insert(&ddo, &location)
         .await
         .map_err(|e| FlightError::Internal(e.to_string()))?;
+    if let Some(json) = &constraints {
+        for (i, offer) in req.services.iter().enumerate() {
+            if offer.service_type != insitu_ledger::ServiceType::Query {
+                continue;
+            }
+            if let Err(e) = catalog.set_constraints(did, i as u64, json).await {
+                if let Err(cleanup) = catalog.remove(did).await {
+                    tracing::error!(%did, error = %cleanup, "could not remove the unpublished asset");
+                }
+                return Err(FlightError::Internal(format!("storing constraints: {e}")));
+            }
+        }
+    }
     let registered = ledger
         .register_asset(RegisterAsset {
             seed,

@@ -48,6 +48,22 @@ impl QueryClient {
         self.inner.do_get(ticket).await.map_err(status_error)
     }
 
+    /// The privacy budget left on each differentially private agreement in the token,
+    /// as the provider reports it (a JSON array).
+    pub async fn privacy_budgets(&mut self) -> Result<serde_json::Value> {
+        let mut results = self
+            .inner
+            .do_action(arrow_flight::Action::new(crate::PRIVACY_BUDGET, ""))
+            .await
+            .map_err(status_error)?;
+        let body = results
+            .try_next()
+            .await
+            .map_err(status_error)?
+            .ok_or_else(|| FlightError::Internal("the provider sent no budget".into()))?;
+        serde_json::from_slice(&body).map_err(|e| FlightError::Internal(e.to_string()))
+    }
+
     /// Runs `sql` and streams its result.
     pub async fn query(&mut self, sql: &str) -> Result<FlightRecordBatchStream> {
         let info = self.plan(sql).await?;

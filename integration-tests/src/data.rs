@@ -75,3 +75,52 @@ pub fn fingerprint(batches: &[RecordBatch]) -> (usize, i64) {
     }
     (rows, sum)
 }
+
+/// Rows in [`people_batch`].
+pub const PEOPLE: usize = 200;
+
+/// The region of person `i`: north 80, south 80, east 35, west 5 (a group too small to
+/// show under any sensible threshold).
+pub fn region_of(i: i64) -> &'static str {
+    match i {
+        0..80 => "north",
+        80..160 => "south",
+        160..195 => "east",
+        _ => "west",
+    }
+}
+
+/// People with an identifier, a name, an e-mail (the join key), two dimensions and an
+/// income: what a provider sells answers about, not rows of.
+pub fn people_batch() -> Result<RecordBatch> {
+    let ids: Vec<i64> = (0..PEOPLE as i64).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("email", DataType::Utf8, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("age", DataType::Int64, false),
+        Field::new("income", DataType::Float64, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("person-{i}")),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("p{i}@example.org")),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| region_of(*i)),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|i| 20 + i % 50),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| 1000.0 * (*i as f64)),
+            )),
+        ],
+    )?)
+}

@@ -118,6 +118,8 @@ pub struct ProviderOptions {
     pub catalog_url: Option<String>,
     /// Flight SQL limits (the library's defaults if `None`).
     pub query_limits: Option<insitu_flight::QueryLimits>,
+    /// Provider rules in Cedar.
+    pub rules: Option<Arc<insitu_policy::ProviderRules>>,
 }
 
 impl Default for ProviderOptions {
@@ -127,6 +129,7 @@ impl Default for ProviderOptions {
             cache_ttl: Duration::from_secs(15),
             catalog_url: None,
             query_limits: None,
+            rules: None,
         }
     }
 }
@@ -155,11 +158,12 @@ impl Provider {
                 .build(),
         );
         let audit = Arc::new(MemoryAuditLog::default());
-        let engine = Arc::new(
-            PolicyEngine::builder(ledger.clone(), verifier, audit.clone())
-                .with_cache_ttl(opts.cache_ttl)
-                .build(),
-        );
+        let mut policy = PolicyEngine::builder(ledger.clone(), verifier, audit.clone())
+            .with_cache_ttl(opts.cache_ttl);
+        if let Some(rules) = opts.rules.clone() {
+            policy = policy.with_rules(rules);
+        }
+        let engine = Arc::new(policy.build());
         let dir = tempfile::tempdir()?;
         let db = opts
             .catalog_url
@@ -203,6 +207,21 @@ impl Provider {
 
     /// Publishes a file with one service.
     pub async fn publish(&self, file: &Path, name: &str, offer: ServiceOffer) -> Result<Did> {
+        self.publish_constrained(file, name, offer, None).await
+    }
+
+    /// Publishes a file with one (query) service under `constraints` (TOML).
+    pub async fn publish_constrained(
+        &self,
+        file: &Path,
+        name: &str,
+        offer: ServiceOffer,
+        constraints: Option<&str>,
+    ) -> Result<Did> {
+        let constraints = constraints
+            .map(insitu_policy::QueryConstraints::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?;
         let published = publish_asset(
             self.ledger.as_ref(),
             &self.catalog,
@@ -214,6 +233,7 @@ impl Provider {
                 services: vec![offer],
                 providers: vec![],
                 metadata_url: self.endpoint.clone(),
+                constraints,
             },
         )
         .await?;

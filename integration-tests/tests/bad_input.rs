@@ -28,6 +28,7 @@ async fn publishing_a_missing_file_fails_clearly_and_registers_nothing() {
             services: vec![offer(0, None)],
             providers: vec![],
             metadata_url: provider.endpoint.clone(),
+            constraints: None,
         },
     )
     .await

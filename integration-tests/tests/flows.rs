@@ -112,6 +112,7 @@ async fn an_eth_priced_asset_pays_an_owner_who_is_not_the_provider() {
             services: vec![offer(price, None)],
             providers: vec![provider.address],
             metadata_url: provider.endpoint.clone(),
+            constraints: None,
         },
     )
     .await
@@ -222,6 +223,7 @@ async fn objects_published_by_url_are_inspected_and_served_through_object_store(
         services: vec![offer(0, None)],
         providers: vec![],
         metadata_url: provider.endpoint.clone(),
+        constraints: None,
     };
     let consumer = world.ledger(CONSUMER).await.expect("consumer");
     let token = insitu_integration_tests::token_for(&world, &account(CONSUMER), provider.address)

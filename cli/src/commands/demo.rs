@@ -348,6 +348,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             services: vec![offer],
             providers: vec![],
             metadata_url: endpoint.clone(),
+            constraints: None,
         };
         let ledger = provider.ledger.clone();
         let catalog = catalog.clone();

@@ -17,6 +17,14 @@ pub async fn run(a: PublishArgs) -> Result<()> {
     if !remote {
         insitu_flight::publish::inspect_file(&a.file)?;
     }
+    let constraints = a
+        .constraints
+        .as_deref()
+        .map(super::constraints::read)
+        .transpose()?;
+    if constraints.is_some() && service_type != ServiceType::Query {
+        anyhow::bail!("--constraints govern query services; add --service query");
+    }
     let signer = super::load_key(&a.key)?;
     let owner = signer.address();
     let ledger = super::connect(&a.chain, Some(signer)).await?;
@@ -44,6 +52,7 @@ pub async fn run(a: PublishArgs) -> Result<()> {
         }],
         providers,
         metadata_url: a.endpoint,
+        constraints,
     };
     let published = if remote {
         let options =

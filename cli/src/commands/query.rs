@@ -35,6 +35,24 @@ pub async fn run(a: QueryArgs) -> Result<()> {
         })
         .transpose()?;
     let mut client = QueryClient::connect(&a.endpoint, &token, ca).await?;
+    if a.budget {
+        let budgets = client.privacy_budgets().await?;
+        let list = budgets.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            outln!("agreement {agreement} is not differentially private: no budget applies");
+        }
+        for b in list {
+            outln!(
+                "agreement {}: epsilon {} of {} left ({} per query, {} noise)",
+                b["agreement"].as_str().unwrap_or("?"),
+                b["epsilon_remaining"],
+                b["epsilon_budget"],
+                b["epsilon_per_query"],
+                b["mechanism"].as_str().unwrap_or("?")
+            );
+        }
+        return Ok(());
+    }
     if a.tables {
         for (name, schema) in client.tables().await? {
             let columns: Vec<String> = schema

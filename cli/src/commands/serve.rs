@@ -83,11 +83,19 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
             .build(),
     );
     let audit = Arc::new(JsonlAuditLog::open(&audit_path).await?);
-    let engine = Arc::new(
-        PolicyEngine::builder(ledger.clone(), verifier, audit)
-            .with_cache_ttl(Duration::from_secs(limits.grant_cache_secs))
-            .build(),
-    );
+    let mut policy = PolicyEngine::builder(ledger.clone(), verifier, audit)
+        .with_cache_ttl(Duration::from_secs(limits.grant_cache_secs));
+    if let Some(r) = &cfg.rules {
+        let rules = Arc::new(
+            insitu_policy::ProviderRules::from_files(&r.policies, r.entities.as_deref())
+                .context("loading the provider rules ([rules])")?,
+        );
+        rules.watch(Duration::from_secs(r.reload_secs.max(1)));
+        tracing::info!(policies = %r.policies.display(), "provider rules loaded");
+        policy = policy.with_rules(rules);
+    }
+    let engine = Arc::new(policy.build());
+    let mask_key = mask_key(&a.chain.data_dir)?;
     super::publish::ensure_catalog_dir(&catalog_url)?;
     let catalog = AssetStore::open(&catalog_url)
         .await
@@ -101,6 +109,7 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     }
     let service = FlightServiceBuilder::new(engine.clone(), catalog)
         .with_storage_options(storage)
+        .with_mask_key(mask_key)
         .with_ticket_ttl(Duration::from_secs(limits.ticket_ttl_secs))
         .with_max_decoding_message_size(limits.max_request_bytes)
         .with_query_limits(insitu_flight::QueryLimits {
@@ -142,6 +151,29 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The provider's mask key, created once in the data directory (owner-only), so masked
+/// values stay stable across restarts.
+fn mask_key(data_dir: &std::path::Path) -> Result<[u8; 32]> {
+    let path = data_dir.join("mask.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let key: [u8; 32] = rand::random();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(&key)?;
+    Ok(key)
+}
+
 /// Ctrl-C, or SIGTERM (what systemd and Kubernetes send).
 async fn shutdown_signal() {
     let term = async {
@@ -177,8 +209,16 @@ async fn ensure_published(
             .map_err(|_| anyhow::anyhow!("cannot make a file URL of {}", abs.display()))?
             .to_string()
     };
+    let constraints = asset
+        .constraints
+        .as_deref()
+        .map(super::constraints::read)
+        .transpose()?;
     if let Some(did) = catalog.find_by_location(&url).await? {
         tracing::info!(%did, name = %asset.name, "configured asset already published");
+        if let Some(c) = &constraints {
+            insitu_flight::publish::set_constraints(catalog, did, 0, c).await?;
+        }
         return Ok(());
     }
     let request = PublishRequest {
@@ -195,6 +235,7 @@ async fn ensure_published(
         }],
         providers: vec![],
         metadata_url: endpoint.to_string(),
+        constraints,
     };
     let published = if remote {
         publish_object(ledger, catalog, &url, storage, request).await?

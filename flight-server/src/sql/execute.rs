@@ -26,7 +26,6 @@ pub(crate) async fn plan(
     limits: &QueryLimits,
 ) -> Result<LogicalPlan> {
     check_text(sql, limits.max_sql_bytes)?;
-    super::policy::check_templates(sql, &session.policies)?;
     let sql = number_placeholders(sql)?;
     let plan = session
         .ctx
@@ -35,6 +34,7 @@ pub(crate) async fn plan(
         .await
         .map_err(|e| FlightError::InvalidRequest(root_message(&e)))?;
     check_plan(&plan, &session.table_names())?;
+    super::policy::check_templates(&sql, &plan, &session.policies)?;
     super::policy::check(&plan, &session.policies)?;
     match params {
         Some(ipc) => bind(plan, ipc),
@@ -416,7 +416,11 @@ pub(crate) async fn run(
                     st.guard.finish(Outcome::Completed);
                     return None;
                 }
-                Some(Ok(batch)) => {
+                Some(Ok(batch)) => match to_plain(batch, &st.schema) {
+                    Err(e) => Err(e),
+                    Ok(batch) => {
+                    // Counted as the client receives it (plain types), so the limit
+                    // does not depend on how the engine laid strings out.
                     st.rows += batch.num_rows() as u64;
                     st.bytes += batch_bytes(&batch);
                     match (st.output.rows, st.output.bytes) {
@@ -428,9 +432,10 @@ pub(crate) async fn run(
                             "rule `{}`: the answer is larger than {max} bytes, the most this service returns; narrow the query",
                             insitu_policy::constraints::rule::BYTE_LIMIT
                         ))),
-                        _ => to_plain(batch, &st.schema),
+                        _ => Ok(batch),
                     }
-                }
+                    }
+                },
                 Some(Err(e)) => Err(query_error(e)),
             },
         };

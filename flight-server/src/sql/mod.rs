@@ -26,6 +26,7 @@ pub(crate) mod session_options;
 mod tables;
 
 pub use execute::QueryStats;
+pub use policy::validate_constraints;
 pub(crate) use service::Authorized;
 pub use service::SqlService;
 pub use session::QueryLimits;

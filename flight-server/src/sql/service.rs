@@ -225,6 +225,57 @@ impl SqlService {
         Ok(Arc::new(constraints))
     }
 
+    /// The schema the client will receive: the rewritten plan's (a redacted column
+    /// becomes nullable, for one). A plan that cannot be rewritten before its parameters
+    /// are bound keeps its own schema, which the rewrite preserves in every other way.
+    fn client_schema(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        session: &GatedSession,
+        principal: &Principal,
+    ) -> Result<SchemaRef> {
+        let original = plain_schema(plan.schema().as_arrow());
+        match super::policy::enforce(
+            plan,
+            &session.policies,
+            &session.ctx.state(),
+            principal.consumer,
+            &self.inner.mask_key,
+        ) {
+            Ok(enforced) => Ok(plain_schema(enforced.plan.schema().as_arrow())),
+            Err(e @ FlightError::Refused(_)) => Err(e),
+            Err(_) => Ok(original),
+        }
+    }
+
+    /// Plans `sql`, auditing a refusal by the provider's constraints (planning that is
+    /// allowed is audited when the query runs).
+    async fn plan_audited(
+        &self,
+        principal: &Principal,
+        assets: &[GrantedAsset],
+        session: &GatedSession,
+        sql: &str,
+        params: Option<&[u8]>,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        let planned = execute::plan(session, sql, params, &self.inner.factory.limits).await;
+        if let Err(e @ FlightError::Refused(_)) = &planned {
+            let rules = session
+                .policies
+                .iter()
+                .flat_map(|p| {
+                    p.constraints
+                        .rules()
+                        .into_iter()
+                        .map(move |r| format!("{}:{r}", p.name))
+                })
+                .collect();
+            self.audit_query(principal, assets, &new_id(), rules, Some(e), &[])
+                .await;
+        }
+        planned
+    }
+
     /// Appends one audit record per asset of a query: what ran, under which rules, and
     /// what refused it or what it spent.
     async fn audit_query(
@@ -353,8 +404,10 @@ impl SqlService {
     ) -> Result<FlightInfo> {
         let (principal, assets, session) = self.session(&request).await?;
         let ipc = params.as_deref().map(decode_params).transpose()?;
-        let plan = execute::plan(&session, sql, ipc.as_deref(), &self.inner.factory.limits).await?;
-        let schema = plain_schema(plan.schema().as_arrow());
+        let plan = self
+            .plan_audited(&principal, &assets, &session, sql, ipc.as_deref())
+            .await?;
+        let schema = self.client_schema(plan, &session, &principal)?;
         self.query_info(
             &principal,
             &assets,
@@ -372,10 +425,12 @@ impl SqlService {
         sql: &str,
         params: Option<String>,
     ) -> Result<SchemaRef> {
-        let (_, _, session) = self.session(request).await?;
+        let (principal, assets, session) = self.session(request).await?;
         let ipc = params.as_deref().map(decode_params).transpose()?;
-        let plan = execute::plan(&session, sql, ipc.as_deref(), &self.inner.factory.limits).await?;
-        Ok(plain_schema(plan.schema().as_arrow()))
+        let plan = self
+            .plan_audited(&principal, &assets, &session, sql, ipc.as_deref())
+            .await?;
+        self.client_schema(plan, &session, &principal)
     }
 
     /// The SQL and parameters of a prepared statement handle held by the caller.
@@ -1011,12 +1066,15 @@ impl FlightSqlService for SqlService {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> std::result::Result<ActionCreatePreparedStatementResult, Status> {
-        let (principal, _, session) = self.session(&request).await.map_err(status)?;
-        let plan = execute::plan(&session, &query.query, None, &self.inner.factory.limits)
+        let (principal, assets, session) = self.session(&request).await.map_err(status)?;
+        let plan = self
+            .plan_audited(&principal, &assets, &session, &query.query, None)
             .await
             .map_err(status)?;
-        let dataset = plain_schema(plan.schema().as_arrow());
         let parameters = execute::parameter_schema(&plan).map_err(status)?;
+        let dataset = self
+            .client_schema(plan, &session, &principal)
+            .map_err(status)?;
         let handle = PreparedHandle {
             principal: principal.consumer,
             statement_id: new_id(),

@@ -8,7 +8,8 @@
 //! Row 2, a consumer with an agreement for asset A: reads asset B, uses a refunded
 //! agreement, or one whose lock is missing.
 //! A consumer with a query grant: SQL that tries to leave the gated session
-//! (`sql_escapes`).
+//! (`sql_escapes`), and SQL that tries to read protected rows or columns past the
+//! provider's constraints (`query_policy`, one test per technique).
 
 mod agreement_for_another_asset;
 mod another_consumers_agreement;
@@ -17,6 +18,7 @@ mod expired_token;
 mod forged_signature;
 mod missing_lock;
 mod no_token;
+mod query_policy;
 mod refunded_agreement;
 mod replayed_ticket;
 mod sql_escapes;

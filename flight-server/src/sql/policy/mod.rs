@@ -64,9 +64,61 @@ pub(crate) struct Enforced {
     pub charges: Vec<Charge>,
 }
 
-/// Refuses `sql` unless every table with templates admits it.
-pub(crate) fn check_templates(sql: &str, tables: &[TablePolicy]) -> Result<()> {
-    for t in tables {
+/// Checks constraints against the schema of the asset they govern, the way the rewriter
+/// will use them: names, mask types, and a row filter that plans. Providers call this
+/// when they set constraints, so a mistake fails then and not at query time.
+pub fn validate_constraints(
+    constraints: &QueryConstraints,
+    schema: &arrow::datatypes::Schema,
+) -> Result<()> {
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    constraints
+        .validate(&columns)
+        .map_err(FlightError::InvalidRequest)?;
+    for (column, mask) in &constraints.masked_columns {
+        if *mask == insitu_policy::Mask::Hash
+            && let Ok(field) = schema.field_with_name(column)
+            && !udf::hashable(field.data_type())
+        {
+            return Err(FlightError::InvalidRequest(format!(
+                "column `{column}` is {}; hash masks support 32/64-bit integers and strings, so redact it instead",
+                field.data_type()
+            )));
+        }
+    }
+    if let Some(filter) = &constraints.row_filter {
+        let df_schema = datafusion::common::DFSchema::try_from(schema.clone())
+            .map_err(|e| FlightError::Internal(e.to_string()))?;
+        let state = datafusion::execution::session_state::SessionStateBuilder::new()
+            .with_default_features()
+            .build();
+        state.create_logical_expr(filter, &df_schema).map_err(|e| {
+            FlightError::InvalidRequest(format!(
+                "the row filter does not plan against the asset's columns: {}",
+                super::guard::root_message(&e)
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The granted tables a plan reads.
+pub(crate) fn tables_read(plan: &LogicalPlan) -> std::collections::HashSet<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut read = std::collections::HashSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            read.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    read
+}
+
+/// Refuses `sql` unless every table it reads that has templates admits it.
+pub(crate) fn check_templates(sql: &str, plan: &LogicalPlan, tables: &[TablePolicy]) -> Result<()> {
+    let read = tables_read(plan);
+    for t in tables.iter().filter(|t| read.contains(&t.name)) {
         let templates = &t.constraints.templates;
         if !templates.is_empty() && !templates::matches(sql, templates)? {
             return Err(FlightError::Refused(format!(

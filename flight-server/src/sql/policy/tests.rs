@@ -90,13 +90,13 @@ fn scene(constraints: &str) -> Scene {
 
 impl Scene {
     async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        check_templates(sql, &self.tables)?;
         let plan = self
             .ctx
             .state()
             .create_logical_plan(sql)
             .await
             .map_err(|e| FlightError::InvalidRequest(e.to_string()))?;
+        check_templates(sql, &plan, &self.tables)?;
         let enforced = enforce(
             plan,
             &self.tables,

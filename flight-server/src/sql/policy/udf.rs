@@ -127,6 +127,22 @@ impl ScalarUDFImpl for MaskHash {
         Ok(arg_types.first().cloned().unwrap_or(DataType::Null))
     }
 
+    /// The masked column keeps its name's type and nullability: a mask of a value is
+    /// never null, so schemas planned before the rewrite stay exact.
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<arrow::datatypes::FieldRef> {
+        let Some(input) = args.arg_fields.first() else {
+            return exec_err!("insitu_mask takes one argument");
+        };
+        Ok(Arc::new(arrow::datatypes::Field::new(
+            self.name(),
+            input.data_type().clone(),
+            input.is_nullable(),
+        )))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let rows = args.number_rows;
         let Some(arg) = args.args.into_iter().next() else {
@@ -195,6 +211,19 @@ impl ScalarUDFImpl for Noise {
 
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
         Ok(DataType::Float64)
+    }
+
+    /// Noise on a value that is never null is never null.
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<arrow::datatypes::FieldRef> {
+        let nullable = args.arg_fields.first().is_none_or(|f| f.is_nullable());
+        Ok(Arc::new(arrow::datatypes::Field::new(
+            self.name(),
+            DataType::Float64,
+            nullable,
+        )))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {

@@ -2,6 +2,7 @@
 //! limits, and real Python clients (ADBC, pandas, polars, Spark) in separate processes.
 
 mod limits;
+mod policy;
 mod python;
 mod refusals;
 mod rust_client;

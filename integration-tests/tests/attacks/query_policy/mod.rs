@@ -29,7 +29,7 @@ use insitu_integration_tests::data::{people_batch, write_parquet};
 use insitu_integration_tests::{
     CONSUMER, Provider, ProviderOptions, World, account, python, token_with_scope, workspace_root,
 };
-use insitu_ledger::{AgreementId, Did, Ledger};
+use insitu_ledger::{AgreementId, Ledger};
 use serde_json::Value;
 
 use crate::flight_sql::query_offer;
@@ -78,7 +78,6 @@ pub struct PolicyScene {
     pub world: World,
     pub provider: Provider,
     pub agreements: Vec<AgreementId>,
-    pub dids: Vec<Did>,
 }
 
 impl PolicyScene {
@@ -117,7 +116,6 @@ impl PolicyScene {
             world,
             provider,
             agreements,
-            dids,
         })
     }
 

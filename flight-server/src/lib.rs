@@ -34,4 +34,7 @@ pub use router::{InsituFlight, PRIVACY_BUDGET};
 pub use source::{StorageOptions, open_batches, read_schema};
 pub use sql::scope::{MAX_QUERY_AGREEMENTS, query_scope};
 pub use sql::session::{CATALOG, SCHEMA};
-pub use sql::{QueryLimits, QueryStats, SqlService, validate_constraints};
+pub use sql::{
+    ConstrainedPlanner, ConstrainedPlannerBuilder, QueryLimits, QueryStats, SqlService,
+    validate_constraints,
+};

@@ -8,6 +8,7 @@ pub mod anvil;
 pub mod data;
 pub mod postgres;
 pub mod provider;
+pub mod tpch;
 
 pub use anvil::{Anvil, TEST_MNEMONIC, account};
 pub use provider::{

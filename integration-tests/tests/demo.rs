@@ -34,6 +34,10 @@ async fn the_demo_completes_without_node_npm_or_anvil_on_the_path() {
     // Bob's SQL answer: one row per return flag, and his escapes refused.
     assert!(stdout.contains("| flag | line_items | revenue"), "{stdout}");
     assert!(stdout.contains("reading another asset in SQL"), "{stdout}");
+    assert!(
+        stdout.contains("listing rows: refused by the provider: rule `aggregate_only`"),
+        "{stdout}"
+    );
     assert!(stdout.contains("only queries are allowed"), "{stdout}");
     // ../shared/data is beside the repository in CI and development checkouts.
     assert!(stdout.contains("sklearn.digits 1797 rows"), "{stdout}");

@@ -33,6 +33,16 @@ use crate::args::DemoArgs;
 
 /// Price of the paid asset, in whole test tokens (18 decimals).
 const PRICE_TOKENS: u64 = 25;
+/// What the query service on lineitem lets out: aggregates over at least 10 orders,
+/// grouped and filtered by flags, status, dates and ship mode; never the comments.
+const ANSWERS_POLICY: &str = r#"
+    blocked_columns = ["l_comment"]
+    [aggregate]
+    dimensions = ["l_returnflag", "l_linestatus", "l_shipdate", "l_shipmode"]
+    entity = "l_orderkey"
+    min_entities = 10
+"#;
+
 /// Price of the query service on lineitem: answers cost less than the rows.
 const QUERY_PRICE_TOKENS: u64 = 5;
 
@@ -397,6 +407,10 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         answers.did,
         short_hash(answers.tx.hash)
     );
+    // Answers only: rows leave in groups of at least 10 orders, never one by one.
+    let rules = insitu_policy::QueryConstraints::parse(ANSWERS_POLICY)
+        .map_err(|e| anyhow::anyhow!("the demo's constraints: {e}"))?;
+    insitu_flight::publish::set_constraints(&catalog, answers.did, 0, &rules).await?;
     for (path, name, description) in shared {
         let w = publish(path, name, description, offer(U256::ZERO, None)).await?;
         crate::output::outln!(
@@ -537,6 +551,13 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         .lines()
     {
         crate::output::outln!("   {line}");
+    }
+    match sql
+        .query("SELECT l_orderkey, l_extendedprice FROM lineitem LIMIT 5")
+        .await
+    {
+        Ok(_) => bail!("bob's query session listed rows of an aggregate-only asset: this is a bug"),
+        Err(e) => crate::output::outln!("   listing rows: {e}"),
     }
     match sql.query("SELECT * FROM customer").await {
         Ok(_) => bail!("bob's query session could read customer: this is a bug"),

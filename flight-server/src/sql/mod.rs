@@ -26,7 +26,7 @@ pub(crate) mod session_options;
 mod tables;
 
 pub use execute::QueryStats;
-pub use policy::validate_constraints;
+pub use policy::{ConstrainedPlanner, ConstrainedPlannerBuilder, validate_constraints};
 pub(crate) use service::Authorized;
 pub use service::SqlService;
 pub use session::QueryLimits;

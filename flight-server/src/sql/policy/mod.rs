@@ -208,3 +208,83 @@ pub(crate) fn enforce(
 
 #[cfg(test)]
 mod tests;
+
+/// Query constraints for plans from any DataFusion session: what the provider's Flight
+/// SQL service enforces, for a data platform that plans SQL in its own engine or
+/// gateway. Check a resolved plan (`create_logical_plan`), then rewrite it before
+/// optimising and executing.
+#[derive(Debug, Clone)]
+pub struct ConstrainedPlanner {
+    tables: Vec<TablePolicy>,
+    consumer: Address,
+    mask_key: [u8; 32],
+}
+
+/// Builder for [`ConstrainedPlanner`].
+#[derive(Debug, Clone, Default)]
+pub struct ConstrainedPlannerBuilder {
+    tables: Vec<TablePolicy>,
+    consumer: Address,
+    mask_key: Option<[u8; 32]>,
+}
+
+impl ConstrainedPlannerBuilder {
+    /// A table of the session (by its unqualified name) and its constraints. Tables
+    /// not declared are refused.
+    pub fn table(
+        mut self,
+        name: impl Into<String>,
+        did: Did,
+        agreement: AgreementId,
+        schema: arrow::datatypes::SchemaRef,
+        constraints: QueryConstraints,
+    ) -> Self {
+        self.tables.push(TablePolicy {
+            name: name.into(),
+            did,
+            agreement,
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            schema,
+            constraints: Arc::new(constraints),
+        });
+        self
+    }
+
+    /// The consumer the plans run for (`$consumer` in row filters).
+    pub fn consumer(mut self, consumer: Address) -> Self {
+        self.consumer = consumer;
+        self
+    }
+
+    /// The key of hash masks; random if unset.
+    pub fn mask_key(mut self, key: [u8; 32]) -> Self {
+        self.mask_key = Some(key);
+        self
+    }
+
+    pub fn build(self) -> ConstrainedPlanner {
+        ConstrainedPlanner {
+            tables: self.tables,
+            consumer: self.consumer,
+            mask_key: self.mask_key.unwrap_or_else(rand::random),
+        }
+    }
+}
+
+impl ConstrainedPlanner {
+    pub fn builder() -> ConstrainedPlannerBuilder {
+        ConstrainedPlannerBuilder::default()
+    }
+
+    /// Refuses a plan that breaks a constraint, naming the rule.
+    pub fn check(&self, sql: &str, plan: &LogicalPlan) -> Result<()> {
+        check_templates(sql, plan, &self.tables)?;
+        check(plan, &self.tables).map(|_| ())
+    }
+
+    /// Checks, then rewrites the plan for execution (row filters, masks, thresholds,
+    /// noise, the row limit). Byte limits and privacy budgets are the caller's to keep.
+    pub fn rewrite(&self, plan: LogicalPlan, state: &SessionState) -> Result<LogicalPlan> {
+        enforce(plan, &self.tables, state, self.consumer, &self.mask_key).map(|e| e.plan)
+    }
+}

@@ -9,6 +9,7 @@
 
 mod ddo;
 mod error;
+pub mod lineage;
 mod store;
 
 pub use ddo::{Column, DataFormat, Ddo, DdoService, StorageLocation};

@@ -3,13 +3,20 @@
 //! and every use. No untyped JSON is built anywhere: every event is a serde type whose
 //! output the tests validate against the spec's JSON Schemas.
 //!
-//! Transports and the durable outbox come next (issue 8); this module is the model.
+//! Events go through a durable [`Outbox`] in the catalog database and are delivered by
+//! a [`Dispatcher`] to HTTP, file or console [`Transport`]s, at least once.
 
 mod event;
 mod facets;
+mod outbox;
+mod transport;
 
 pub use event::*;
 pub use facets::*;
+pub use outbox::{Outbox, Pending};
+pub use transport::{
+    ConsoleTransport, Dispatcher, FileTransport, HttpTransport, Profile, Transport, backoff,
+};
 
 /// `producer` / `_producer` of every event and facet: this crate, at its version.
 pub const PRODUCER: &str = concat!(
@@ -18,5 +25,7 @@ pub const PRODUCER: &str = concat!(
     "/catalog-connector"
 );
 
+#[cfg(test)]
+mod delivery_tests;
 #[cfg(test)]
 mod tests;

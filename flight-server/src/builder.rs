@@ -34,6 +34,7 @@ pub struct FlightServiceBuilder {
     storage: crate::source::StorageOptions,
     query_limits: QueryLimits,
     mask_key: Option<[u8; 32]>,
+    lineage: Option<crate::sql::LineageSink>,
 }
 
 impl FlightServiceBuilder {
@@ -53,6 +54,7 @@ impl FlightServiceBuilder {
             storage: crate::source::StorageOptions::default(),
             query_limits: QueryLimits::default(),
             mask_key: None,
+            lineage: None,
         }
     }
 
@@ -67,6 +69,13 @@ impl FlightServiceBuilder {
     /// process is used.
     pub fn with_mask_key(mut self, key: [u8; 32]) -> Self {
         self.mask_key = Some(key);
+        self
+    }
+
+    /// Records every query run (START, COMPLETE or FAIL) as OpenLineage events in this
+    /// outbox, for these receivers; a `Dispatcher` delivers them.
+    pub fn with_lineage(mut self, sink: crate::sql::LineageSink) -> Self {
+        self.lineage = Some(sink);
         self
     }
 
@@ -112,8 +121,11 @@ impl FlightServiceBuilder {
             tickets,
             self.ticket_ttl,
             storage,
-            self.query_limits,
-            self.mask_key.unwrap_or_else(rand::random),
+            crate::sql::SqlOptions {
+                limits: self.query_limits,
+                mask_key: self.mask_key.unwrap_or_else(rand::random),
+                lineage: self.lineage,
+            },
         )?;
         let router = InsituFlight {
             download,

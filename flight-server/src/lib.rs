@@ -35,6 +35,6 @@ pub use source::{StorageOptions, open_batches, read_schema};
 pub use sql::scope::{MAX_QUERY_AGREEMENTS, query_scope};
 pub use sql::session::{CATALOG, SCHEMA};
 pub use sql::{
-    ConstrainedPlanner, ConstrainedPlannerBuilder, QueryLimits, QueryStats, SqlService,
-    validate_constraints,
+    ConstrainedPlanner, ConstrainedPlannerBuilder, LineageSink, QueryLimits, QueryStats,
+    SqlService, validate_constraints,
 };

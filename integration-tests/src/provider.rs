@@ -120,6 +120,9 @@ pub struct ProviderOptions {
     pub query_limits: Option<insitu_flight::QueryLimits>,
     /// Provider rules in Cedar.
     pub rules: Option<Arc<insitu_policy::ProviderRules>>,
+    /// Record query runs as OpenLineage events, delivered to `lineage.jsonl` in the
+    /// provider's directory by `Provider::deliver_lineage`.
+    pub lineage: bool,
 }
 
 impl Default for ProviderOptions {
@@ -130,6 +133,7 @@ impl Default for ProviderOptions {
             catalog_url: None,
             query_limits: None,
             rules: None,
+            lineage: false,
         }
     }
 }
@@ -143,6 +147,8 @@ pub struct Provider {
     pub audit: Arc<MemoryAuditLog>,
     /// The Flight SQL half, for its query statistics.
     pub sql: insitu_flight::SqlService,
+    /// Delivers the lineage outbox to `lineage.jsonl`, if lineage is on.
+    pub lineage: Option<insitu_catalog::lineage::Dispatcher>,
     pub endpoint: String,
     pub address: Address,
     dir: tempfile::TempDir,
@@ -174,6 +180,18 @@ impl Provider {
         if let Some(limits) = opts.query_limits.clone() {
             builder = builder.with_query_limits(limits);
         }
+        let mut lineage = None;
+        if opts.lineage {
+            use insitu_catalog::lineage::{Dispatcher, FileTransport, Outbox};
+            let outbox = Outbox::new(catalog.pool().clone()).await?;
+            let file = FileTransport::new("file", dir.path().join("lineage.jsonl"));
+            let dispatcher = Dispatcher::new(outbox.clone(), vec![Arc::new(file)]);
+            builder = builder.with_lineage(insitu_flight::LineageSink::new(
+                outbox,
+                dispatcher.receivers(),
+            ));
+            lineage = Some(dispatcher);
+        }
         let (service, sql) = builder.build_parts()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
@@ -190,6 +208,7 @@ impl Provider {
             catalog,
             audit,
             sql,
+            lineage,
             endpoint,
             address,
             dir,

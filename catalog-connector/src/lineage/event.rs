@@ -157,9 +157,14 @@ pub fn physical_name(location_url: &str) -> (String, String) {
 
 /// The gated name of an asset: the DID in the namespace of its chain.
 pub fn gated_name(ddo: &Ddo) -> Identifier {
+    gated_name_of(ddo.chain_id, ddo.did)
+}
+
+/// The gated name of asset `did` on chain `chain_id`.
+pub fn gated_name_of(chain_id: u64, did: insitu_ledger::Did) -> Identifier {
     Identifier {
-        namespace: format!("insitu://chain/{}", ddo.chain_id),
-        name: ddo.did.to_string(),
+        namespace: format!("insitu://chain/{chain_id}"),
+        name: did.to_string(),
         kind: "asset".into(),
     }
 }
@@ -218,15 +223,21 @@ pub struct RunLifecycle {
 }
 
 impl RunLifecycle {
-    /// A query run over `inputs` (physically named datasets) under `agreement`.
+    /// A query run over `inputs` (physically named datasets) under `agreement`. The
+    /// run id is derived from `run_key` (the query id the ticket carries), so the
+    /// process that plans and the one that streams name the same run.
     pub fn query(
         namespace: impl Into<String>,
+        run_key: &str,
         sql: &str,
         inputs: Vec<Dataset>,
         agreement: Option<InsituAgreementRunFacet>,
     ) -> Self {
+        let digest = alloy::primitives::keccak256(run_key.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
         RunLifecycle {
-            run_id: uuid::Uuid::new_v4(),
+            run_id: uuid::Builder::from_random_bytes(bytes).into_uuid(),
             job: Job {
                 namespace: namespace.into(),
                 name: format!("query.{}", &hex_digest(sql)[..16]),

@@ -197,6 +197,7 @@ fn every_event() -> Vec<(&'static str, Value)> {
     let input = publish.dataset.clone();
     let run = RunLifecycle::query(
         "insitu://provider/0x0101010101010101010101010101010101010101",
+        "query-1",
         "SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1",
         vec![input],
         Some(agreement),

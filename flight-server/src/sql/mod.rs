@@ -16,6 +16,7 @@
 mod execute;
 mod guard;
 mod handles;
+mod lineage;
 mod metadata;
 mod objects;
 mod policy;
@@ -26,7 +27,9 @@ pub(crate) mod session_options;
 mod tables;
 
 pub use execute::QueryStats;
+pub use lineage::LineageSink;
 pub use policy::{ConstrainedPlanner, ConstrainedPlannerBuilder, validate_constraints};
 pub(crate) use service::Authorized;
+pub(crate) use service::SqlOptions;
 pub use service::SqlService;
 pub use session::QueryLimits;

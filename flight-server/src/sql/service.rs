@@ -78,6 +78,7 @@ pub(crate) struct SqlShared {
     /// The provider's key for hash masks (bound per asset and agreement before use).
     pub mask_key: [u8; 32],
     pub budgets: PrivacyBudgets,
+    pub lineage: Option<super::lineage::LineageSink>,
     /// Parameters bound by `DoPut`, by statement id, with their expiry.
     bound: Mutex<HashMap<String, (String, u64)>>,
 }
@@ -113,6 +114,14 @@ fn one_batch(batch: RecordBatch) -> Stream<arrow_flight::FlightData> {
     encode(schema, futures::stream::once(async { Ok(batch) }).boxed())
 }
 
+/// How the Flight SQL half runs queries: limits, mask key, and where runs are recorded.
+#[derive(Debug)]
+pub(crate) struct SqlOptions {
+    pub limits: QueryLimits,
+    pub mask_key: [u8; 32],
+    pub lineage: Option<super::lineage::LineageSink>,
+}
+
 impl SqlService {
     pub(crate) fn new(
         engine: Arc<PolicyEngine>,
@@ -120,9 +129,13 @@ impl SqlService {
         tickets: Arc<TicketSigner>,
         ticket_ttl: Duration,
         storage: Arc<StorageOptions>,
-        limits: QueryLimits,
-        mask_key: [u8; 32],
+        options: SqlOptions,
     ) -> Result<Self> {
+        let SqlOptions {
+            limits,
+            mask_key,
+            lineage,
+        } = options;
         let sql_info = metadata::sql_info(&limits)?;
         let budgets = PrivacyBudgets::new(catalog.pool().clone());
         let max_concurrent = limits.max_concurrent;
@@ -138,6 +151,7 @@ impl SqlService {
                 sql_info,
                 mask_key,
                 budgets,
+                lineage,
                 bound: Mutex::new(HashMap::new()),
             }),
         })
@@ -248,6 +262,31 @@ impl SqlService {
         }
     }
 
+    /// The lineage run of a query, if lineage is configured.
+    fn run(
+        &self,
+        query_id: &str,
+        sql: &str,
+        assets: &[GrantedAsset],
+        principal: &Principal,
+    ) -> Option<(
+        insitu_catalog::lineage::RunLifecycle,
+        &super::lineage::LineageSink,
+    )> {
+        let sink = self.inner.lineage.as_ref()?;
+        let ledger = self.inner.engine.ledger();
+        let run = super::lineage::run_of(
+            self.inner.engine.provider(),
+            ledger.chain_id(),
+            ledger.contracts().agreements,
+            query_id,
+            sql,
+            assets,
+            principal.consumer,
+        );
+        Some((run, sink))
+    }
+
     /// Plans `sql`, auditing a refusal by the provider's constraints (planning that is
     /// allowed is audited when the query runs).
     async fn plan_audited(
@@ -348,10 +387,10 @@ impl SqlService {
         &self,
         principal: &Principal,
         assets: &[GrantedAsset],
-        sql: &str,
-        params: Option<String>,
+        (sql, params): (&str, Option<String>),
         schema: &Schema,
         descriptor: FlightDescriptor,
+        query_id: String,
     ) -> Result<FlightInfo> {
         let now = unix_now();
         let window_end = assets.iter().map(|a| a.access_end).min().unwrap_or(now);
@@ -360,7 +399,7 @@ impl SqlService {
             .min(principal.expires_at.max(now + 1));
         let sealed = QueryTicket {
             principal: principal.consumer,
-            query_id: new_id(),
+            query_id,
             sql: sql.to_string(),
             params,
             expires_at,
@@ -408,14 +447,19 @@ impl SqlService {
             .plan_audited(&principal, &assets, &session, sql, ipc.as_deref())
             .await?;
         let schema = self.client_schema(plan, &session, &principal)?;
-        self.query_info(
+        let query_id = new_id();
+        let info = self.query_info(
             &principal,
             &assets,
-            sql,
-            params,
+            (sql, params),
             &schema,
             request.into_inner(),
-        )
+            query_id.clone(),
+        )?;
+        if let Some((run, sink)) = self.run(&query_id, sql, &assets, &principal) {
+            sink.record(run.start()).await;
+        }
+        Ok(info)
     }
 
     /// The schema a statement would return, without running it (`GetSchema`).
@@ -497,6 +541,9 @@ impl SqlService {
                     self.audit_query(&principal, &assets, &t.query_id, all_rules(), Some(&e), &[])
                         .await;
                 }
+                if let Some((run, sink)) = self.run(&t.query_id, &t.sql, &assets, &principal) {
+                    sink.record(run.fail(&e.to_string())).await;
+                }
                 return Err(e);
             }
         };
@@ -513,6 +560,9 @@ impl SqlService {
                     &[],
                 )
                 .await;
+                if let Some((run, sink)) = self.run(&t.query_id, &t.sql, &assets, &principal) {
+                    sink.record(run.fail(&e.to_string())).await;
+                }
                 return Err(e);
             }
         };
@@ -527,6 +577,10 @@ impl SqlService {
         };
         let (schema, batches) =
             execute::run(df, limits, &self.inner.running, &t.query_id, output).await?;
+        let batches = match self.run(&t.query_id, &t.sql, &assets, &principal) {
+            Some((run, sink)) => super::lineage::observed(batches, run, sink.clone()),
+            None => batches,
+        };
         self.audit_query(
             &principal,
             &assets,

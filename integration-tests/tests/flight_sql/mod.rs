@@ -2,7 +2,8 @@
 //! limits, and real Python clients (ADBC, pandas, polars, Spark) in separate processes.
 
 mod limits;
-mod policy;
+mod lineage;
+pub mod policy;
 mod python;
 mod refusals;
 mod rust_client;

@@ -32,7 +32,7 @@ fn rows_of(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     out
 }
 
-async fn query(
+pub async fn query(
     provider: &Provider,
     world: &World,
     who: u32,
@@ -54,7 +54,7 @@ async fn query(
     Ok(rows_of(&batches))
 }
 
-async fn order(world: &World, who: u32, did: Did) -> AgreementId {
+pub async fn order(world: &World, who: u32, did: Did) -> AgreementId {
     world
         .ledger(who)
         .await

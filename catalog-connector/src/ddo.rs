@@ -129,3 +129,36 @@ impl fmt::Debug for StorageLocation {
             .finish()
     }
 }
+
+/// A small DDO for the crate's tests.
+#[cfg(test)]
+pub(crate) fn sample_ddo() -> Ddo {
+    Ddo {
+        did: Did(alloy::primitives::B256::repeat_byte(7)),
+        chain_id: 31337,
+        owner: Address::repeat_byte(1),
+        provider: Address::repeat_byte(1),
+        name: "lineitem".into(),
+        description: "TPC-H lineitem".into(),
+        tags: vec!["tpch".into()],
+        format: DataFormat::Parquet,
+        schema: vec![Column {
+            name: "l_orderkey".into(),
+            data_type: "Int64".into(),
+            nullable: false,
+        }],
+        row_count: Some(10),
+        byte_size: Some(100),
+        services: vec![DdoService {
+            index: 0,
+            offer: ServiceOffer {
+                service_type: insitu_ledger::ServiceType::Download,
+                token: None,
+                price: alloy::primitives::U256::ZERO,
+                access_duration: 3600,
+                fulfill_timeout: 600,
+            },
+        }],
+        created_at: 1,
+    }
+}

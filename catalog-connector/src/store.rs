@@ -348,40 +348,7 @@ fn stored_from_row(r: &AnyRow, did: Did) -> Result<StoredAsset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ddo::{Column, DdoService};
-    use alloy::primitives::{Address, B256, U256};
-    use insitu_ledger::{ServiceOffer, ServiceType};
-
-    fn ddo() -> Ddo {
-        Ddo {
-            did: Did(B256::repeat_byte(7)),
-            chain_id: 31337,
-            owner: Address::repeat_byte(1),
-            provider: Address::repeat_byte(1),
-            name: "lineitem".into(),
-            description: "TPC-H lineitem".into(),
-            tags: vec!["tpch".into()],
-            format: DataFormat::Parquet,
-            schema: vec![Column {
-                name: "l_orderkey".into(),
-                data_type: "Int64".into(),
-                nullable: false,
-            }],
-            row_count: Some(10),
-            byte_size: Some(100),
-            services: vec![DdoService {
-                index: 0,
-                offer: ServiceOffer {
-                    service_type: ServiceType::Download,
-                    token: None,
-                    price: U256::ZERO,
-                    access_duration: 3600,
-                    fulfill_timeout: 600,
-                },
-            }],
-            created_at: 1,
-        }
-    }
+    use crate::ddo::sample_ddo as ddo;
 
     #[tokio::test]
     async fn public_metadata_and_private_location_round_trip_separately() {

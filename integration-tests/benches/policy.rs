@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Result;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use insitu_flight::ConstrainedPlanner;
-use insitu_integration_tests::tpch::{TABLES, data, queries};
+use insitu_integration_tests::tpch::{TABLES, data, median, queries};
 use insitu_ledger::{AgreementId, Did};
 use insitu_policy::QueryConstraints;
 
@@ -32,11 +32,6 @@ const LINEITEM: &str = r#"
     entity = "l_orderkey"
     min_entities = 5
 "#;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

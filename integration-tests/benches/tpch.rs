@@ -27,18 +27,13 @@ use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketS
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::{StreamExt, TryStreamExt};
-use insitu_integration_tests::tpch::{TABLES, data, queries};
+use insitu_integration_tests::tpch::{TABLES, data, median, queries};
 use insitu_integration_tests::{CONSUMER, Provider, ProviderOptions, World, account};
 use insitu_ledger::{Ledger, ServiceOffer, ServiceType};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 const RUNS: usize = 3;
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// An ungated Flight SQL server: one shared DataFusion session, no token, no policy.
 #[derive(Clone)]
 struct Ungated {

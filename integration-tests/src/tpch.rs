@@ -76,3 +76,9 @@ pub fn queries() -> Result<Vec<(String, String)>> {
         })
         .collect()
 }
+
+/// The median of `v` (the upper one for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

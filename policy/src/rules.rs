@@ -459,10 +459,7 @@ impl ProviderRules {
         }
         let loaded = self.current();
         let recent = self.recent_requests(consumer);
-        let unix_time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let unix_time = crate::engine::unix_now();
         let attempt = || -> Result<Vec<String>> {
             let principal = consumer_uid(consumer)?;
             let action = uid("Insitu::Action", "read_column")?;

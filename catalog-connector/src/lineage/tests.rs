@@ -6,12 +6,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use alloy::primitives::{Address, B256, U256};
-use insitu_ledger::{Did, ServiceOffer, ServiceType};
+use alloy::primitives::{Address, B256};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::ddo::{Column, DataFormat, Ddo, DdoService};
+use crate::ddo::sample_ddo as ddo;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -136,44 +135,6 @@ impl Schemas {
             check("OutputDatasetFacet", &d["outputFacets"]);
         }
         out
-    }
-}
-
-fn ddo() -> Ddo {
-    Ddo {
-        did: Did(B256::repeat_byte(7)),
-        chain_id: 31337,
-        owner: Address::repeat_byte(1),
-        provider: Address::repeat_byte(1),
-        name: "lineitem".into(),
-        description: "TPC-H line items".into(),
-        tags: vec!["tpch".into()],
-        format: DataFormat::Parquet,
-        schema: vec![
-            Column {
-                name: "l_orderkey".into(),
-                data_type: "Int64".into(),
-                nullable: false,
-            },
-            Column {
-                name: "l_comment".into(),
-                data_type: "Utf8".into(),
-                nullable: true,
-            },
-        ],
-        row_count: Some(10),
-        byte_size: Some(100),
-        services: vec![DdoService {
-            index: 0,
-            offer: ServiceOffer {
-                service_type: ServiceType::Query,
-                token: None,
-                price: U256::ZERO,
-                access_duration: 3600,
-                fulfill_timeout: 600,
-            },
-        }],
-        created_at: 1,
     }
 }
 

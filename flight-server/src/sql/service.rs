@@ -239,29 +239,6 @@ impl SqlService {
         Ok(Arc::new(constraints))
     }
 
-    /// The schema the client will receive: the rewritten plan's (a redacted column
-    /// becomes nullable, for one). A plan that cannot be rewritten before its parameters
-    /// are bound keeps its own schema, which the rewrite preserves in every other way.
-    fn client_schema(
-        &self,
-        plan: datafusion::logical_expr::LogicalPlan,
-        session: &GatedSession,
-        principal: &Principal,
-    ) -> Result<SchemaRef> {
-        let original = plain_schema(plan.schema().as_arrow());
-        match super::policy::enforce(
-            plan,
-            &session.policies,
-            &session.ctx.state(),
-            principal.consumer,
-            &self.inner.mask_key,
-        ) {
-            Ok(enforced) => Ok(plain_schema(enforced.plan.schema().as_arrow())),
-            Err(e @ FlightError::Refused(_)) => Err(e),
-            Err(_) => Ok(original),
-        }
-    }
-
     /// The lineage run of a query, if lineage is configured.
     fn run(
         &self,
@@ -287,28 +264,39 @@ impl SqlService {
         Some((run, sink))
     }
 
-    /// Plans `sql`, auditing a refusal by the provider's constraints (planning that is
-    /// allowed is audited when the query runs).
-    async fn plan_audited(
+    /// Plans `sql` and checks it against the constraints, returning the plan (with its
+    /// parameters, for prepared statements) and the schema the client will receive: the
+    /// rewritten plan's (a redacted column becomes nullable, for one). A plan that cannot
+    /// be rewritten before its parameters are bound keeps its own schema, which the
+    /// rewrite preserves in every other way. A refusal is audited; an allowed plan is
+    /// audited when it runs.
+    async fn planned(
         &self,
         principal: &Principal,
         assets: &[GrantedAsset],
         session: &GatedSession,
         sql: &str,
         params: Option<&[u8]>,
-    ) -> Result<datafusion::logical_expr::LogicalPlan> {
-        let planned = execute::plan(session, sql, params, &self.inner.factory.limits).await;
+    ) -> Result<(datafusion::logical_expr::LogicalPlan, SchemaRef)> {
+        let planned = execute::plan(session, sql, params, &self.inner.factory.limits)
+            .await
+            .and_then(|plan| {
+                let enforced = super::policy::enforce(
+                    plan.clone(),
+                    &session.policies,
+                    &session.ctx.state(),
+                    principal.consumer,
+                    &self.inner.mask_key,
+                );
+                let schema = match enforced {
+                    Ok(e) => plain_schema(e.plan.schema().as_arrow()),
+                    Err(e @ FlightError::Refused(_)) => return Err(e),
+                    Err(_) => plain_schema(plan.schema().as_arrow()),
+                };
+                Ok((plan, schema))
+            });
         if let Err(e @ FlightError::Refused(_)) = &planned {
-            let rules = session
-                .policies
-                .iter()
-                .flat_map(|p| {
-                    p.constraints
-                        .rules()
-                        .into_iter()
-                        .map(move |r| format!("{}:{r}", p.name))
-                })
-                .collect();
+            let rules = super::policy::rules_in_force(&session.policies);
             self.audit_query(principal, assets, &new_id(), rules, Some(e), &[])
                 .await;
         }
@@ -443,10 +431,9 @@ impl SqlService {
     ) -> Result<FlightInfo> {
         let (principal, assets, session) = self.session(&request).await?;
         let ipc = params.as_deref().map(decode_params).transpose()?;
-        let plan = self
-            .plan_audited(&principal, &assets, &session, sql, ipc.as_deref())
+        let (_, schema) = self
+            .planned(&principal, &assets, &session, sql, ipc.as_deref())
             .await?;
-        let schema = self.client_schema(plan, &session, &principal)?;
         let query_id = new_id();
         let info = self.query_info(
             &principal,
@@ -471,10 +458,10 @@ impl SqlService {
     ) -> Result<SchemaRef> {
         let (principal, assets, session) = self.session(request).await?;
         let ipc = params.as_deref().map(decode_params).transpose()?;
-        let plan = self
-            .plan_audited(&principal, &assets, &session, sql, ipc.as_deref())
+        let (_, schema) = self
+            .planned(&principal, &assets, &session, sql, ipc.as_deref())
             .await?;
-        self.client_schema(plan, &session, &principal)
+        Ok(schema)
     }
 
     /// The SQL and parameters of a prepared statement handle held by the caller.
@@ -511,18 +498,6 @@ impl SqlService {
         let agreements: Vec<String> = assets.iter().map(|a| a.agreement.to_string()).collect();
         let ipc = t.params.as_deref().map(decode_params).transpose()?;
         let limits = &self.inner.factory.limits;
-        let all_rules = || {
-            session
-                .policies
-                .iter()
-                .flat_map(|p| {
-                    p.constraints
-                        .rules()
-                        .into_iter()
-                        .map(move |r| format!("{}:{r}", p.name))
-                })
-                .collect::<Vec<_>>()
-        };
         let enforced = async {
             let plan = execute::plan(&session, &t.sql, ipc.as_deref(), limits).await?;
             super::policy::enforce(
@@ -538,8 +513,15 @@ impl SqlService {
             Ok(e) => e,
             Err(e) => {
                 if matches!(e, FlightError::Refused(_)) {
-                    self.audit_query(&principal, &assets, &t.query_id, all_rules(), Some(&e), &[])
-                        .await;
+                    self.audit_query(
+                        &principal,
+                        &assets,
+                        &t.query_id,
+                        super::policy::rules_in_force(&session.policies),
+                        Some(&e),
+                        &[],
+                    )
+                    .await;
                 }
                 if let Some((run, sink)) = self.run(&t.query_id, &t.sql, &assets, &principal) {
                     sink.record(run.fail(&e.to_string())).await;
@@ -1121,14 +1103,11 @@ impl FlightSqlService for SqlService {
         request: Request<Action>,
     ) -> std::result::Result<ActionCreatePreparedStatementResult, Status> {
         let (principal, assets, session) = self.session(&request).await.map_err(status)?;
-        let plan = self
-            .plan_audited(&principal, &assets, &session, &query.query, None)
+        let (plan, dataset) = self
+            .planned(&principal, &assets, &session, &query.query, None)
             .await
             .map_err(status)?;
         let parameters = execute::parameter_schema(&plan).map_err(status)?;
-        let dataset = self
-            .client_schema(plan, &session, &principal)
-            .map_err(status)?;
         let handle = PreparedHandle {
             principal: principal.consumer,
             statement_id: new_id(),

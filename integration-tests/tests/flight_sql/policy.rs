@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::TryStreamExt;
 use insitu_flight::query_client::QueryClient;
 use insitu_integration_tests::data::{people_batch, write_parquet};
@@ -15,22 +14,7 @@ use insitu_integration_tests::{
 use insitu_ledger::{AgreementId, Did, Ledger};
 
 use super::query_offer;
-
-fn rows_of(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let options = FormatOptions::default().with_null("null");
-    let mut out = Vec::new();
-    for b in batches {
-        let f: Vec<ArrayFormatter> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(f.iter().map(|x| x.value(r).to_string()).collect());
-        }
-    }
-    out
-}
+use crate::common::rows_of;
 
 pub async fn query(
     provider: &Provider,

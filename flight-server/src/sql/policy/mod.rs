@@ -1,11 +1,12 @@
 //! Query policy: the provider's constraints, enforced on the logical plan.
 //!
 //! Every entry point that plans SQL (statements, prepared statements with any bound
-//! values, `GetSchema`, `GetFlightInfo`) runs the **check** on the resolved plan, before
-//! optimisation, so a refusal arrives at planning time with the rule that fired.
-//! Execution runs the check again on the plan with its parameters bound, then the
-//! **rewrite** (row filters, masks, group thresholds, noise), and only the rewritten
-//! plan reaches the optimiser. Limits on rows and bytes are enforced on the stream.
+//! values, `GetSchema`, `GetFlightInfo`) runs [`enforce`] on the resolved plan, before
+//! optimisation: the **check**, so a refusal arrives at planning time with the rule
+//! that fired, then the **rewrite** (row filters, masks, group thresholds, noise),
+//! whose schema is the one the client is given. Execution enforces again on the plan
+//! with its parameters bound, and only that rewritten plan reaches the optimiser.
+//! Limits on rows and bytes are enforced on the stream.
 //!
 //! When several assets meet in one query, each table keeps its own constraints, and the
 //! query-wide ones combine to the most restrictive: the smallest row and byte limits,
@@ -131,6 +132,19 @@ pub(crate) fn check_templates(sql: &str, plan: &LogicalPlan, tables: &[TablePoli
     Ok(())
 }
 
+/// The rules in force over `tables`, as the audit log records them (`table:rule`).
+pub(crate) fn rules_in_force(tables: &[TablePolicy]) -> Vec<String> {
+    tables
+        .iter()
+        .flat_map(|t| {
+            t.constraints
+                .rules()
+                .into_iter()
+                .map(move |r| format!("{}:{r}", t.name))
+        })
+        .collect()
+}
+
 /// Checks a resolved plan against every table's constraints.
 pub(crate) fn check(plan: &LogicalPlan, tables: &[TablePolicy]) -> Result<Findings> {
     let mut checker = lineage::Checker::new(tables);
@@ -175,15 +189,7 @@ pub(crate) fn enforce(
             })
         })
         .collect();
-    let rules: Vec<String> = tables
-        .iter()
-        .flat_map(|t| {
-            t.constraints
-                .rules()
-                .into_iter()
-                .map(move |r| format!("{}:{r}", t.name))
-        })
-        .collect();
+    let rules = rules_in_force(tables);
     let row_limit = tables.iter().filter_map(|t| t.constraints.row_limit).min();
     let byte_limit = tables.iter().filter_map(|t| t.constraints.byte_limit).min();
     let mut plan =

@@ -21,7 +21,6 @@ use std::collections::HashSet;
 
 use alloy::primitives::U256;
 use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use insitu_flight::query_client::QueryClient;
@@ -32,6 +31,7 @@ use insitu_integration_tests::{
 use insitu_ledger::{AgreementId, Ledger};
 use serde_json::Value;
 
+use crate::common::rows_of;
 use crate::flight_sql::query_offer;
 
 pub const PEOPLE: &str = r#"
@@ -136,22 +136,6 @@ impl PolicyScene {
 pub enum Seen {
     Refused(String),
     Rows(Vec<Vec<String>>),
-}
-
-fn rows_of(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    let options = FormatOptions::default().with_null("null");
-    for b in batches {
-        let formatters: Vec<ArrayFormatter> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
-        }
-    }
-    out
 }
 
 /// The attack through the Rust clients: `QueryClient` for statements, arrow-flight's

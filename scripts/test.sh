@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of insitu on a fresh machine that has cargo, node/npm and python3.
 # It installs what it needs itself: the npm tools (solc, OpenZeppelin, anvil) from the
-# committed lock file, and a Python venv with the pinned client libraries. Then it checks
+# committed lock file, a Python venv with the pinned client libraries, and a second one
+# with Feast's OpenLineage receiver. Then it checks
 # that the committed contract artifacts match their sources, checks formatting and
 # lints, and runs all tests. As root it installs Debian's postgresql for the Postgres
 # catalog test.
@@ -34,6 +35,12 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r integration-tests/python/requirements.txt
+
+step "python venv for the OpenLineage receiver (Feast's lineage server)"
+if [ ! -x .venv-lineage/bin/python ]; then
+  python3 -m venv .venv-lineage
+fi
+.venv-lineage/bin/python -m pip install --quiet --disable-pip-version-check -r integration-tests/python/lineage-requirements.txt
 
 step "Debian packages: PostgreSQL server for the catalog tests"
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

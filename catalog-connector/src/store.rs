@@ -38,11 +38,21 @@ const SCHEMA: &[&str] = &[
         constraints TEXT NOT NULL,
         PRIMARY KEY (did, service_index)
     )",
+    // Every version of the public metadata, so a consumer holding an old hash can see
+    // what it described and when it changed.
+    "CREATE TABLE IF NOT EXISTS asset_versions (
+        did TEXT NOT NULL REFERENCES assets(did) ON DELETE CASCADE,
+        version BIGINT NOT NULL,
+        ddo TEXT NOT NULL,
+        metadata_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (did, version)
+    )",
 ];
 
 /// The backend behind a catalog URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -55,10 +65,29 @@ pub struct StoredAsset {
     pub registered: bool,
 }
 
+/// One version of an asset's public metadata.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AssetVersion {
+    pub version: i64,
+    pub ddo: Ddo,
+    /// The keccak256 the chain held for this version (`0x…`).
+    pub metadata_hash: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// The provider's asset store.
 #[derive(Debug, Clone)]
 pub struct AssetStore {
     pool: AnyPool,
+    backend: Backend,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl AssetStore {
@@ -117,7 +146,67 @@ impl AssetStore {
                 .await
                 .map_err(db("creating the catalog tables"))?;
         }
-        Ok(AssetStore { pool })
+        sqlx::query(crate::lineage::outbox::SCHEMA)
+            .execute(&pool)
+            .await
+            .map_err(db("creating the lineage outbox"))?;
+        let store = AssetStore { pool, backend };
+        store.prepare_search().await?;
+        Ok(store)
+    }
+
+    /// Creates the search index and brings catalogs written by older versions up to
+    /// date: registered assets missing from the index are indexed, assets without a
+    /// version history get their current metadata as version 1.
+    async fn prepare_search(&self) -> Result<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(db("opening a catalog connection"))?;
+        crate::search::index::create(&mut conn, self.backend).await?;
+        sqlx::query(
+            "INSERT INTO asset_versions (did, version, ddo, metadata_hash, created_at)
+             SELECT a.did, a.version, a.ddo, a.metadata_hash, a.updated_at FROM assets a
+             WHERE NOT EXISTS (SELECT 1 FROM asset_versions v WHERE v.did = a.did)",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db("recording asset versions"))?;
+        let missing = sqlx::query(
+            "SELECT a.did, a.ddo, a.updated_at FROM assets a WHERE a.registered = 1
+             AND NOT EXISTS (SELECT 1 FROM asset_search s WHERE s.did = a.did)",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("finding unindexed assets"))?;
+        drop(conn);
+        for r in missing {
+            let did: String = r.get("did");
+            let json: String = r.get("ddo");
+            let ddo: Ddo = serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt {
+                did: did.clone(),
+                detail: e.to_string(),
+            })?;
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(db("starting a transaction"))?;
+            crate::search::index::put(&mut tx, self.backend, &ddo, r.get("updated_at")).await?;
+            tx.commit().await.map_err(db("committing the index"))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The lineage outbox in this catalog's database. Publishing and updating record
+    /// their DatasetEvents there in the same transaction as the change itself.
+    pub fn lineage_outbox(&self) -> crate::lineage::Outbox {
+        crate::lineage::Outbox::in_pool(self.pool.clone())
     }
 
     /// Records a new asset before it is registered on chain, so that a failed
@@ -161,21 +250,127 @@ impl AssetStore {
         .execute(&mut *tx)
         .await
         .map_err(db("inserting the asset location"))?;
+        sqlx::query(
+            "INSERT INTO asset_versions (did, version, ddo, metadata_hash, created_at)
+             VALUES ($1, 1, $2, $3, $4)",
+        )
+        .bind(&did)
+        .bind(&json)
+        .bind(&hash)
+        .bind(ddo.created_at as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording the asset's first version"))?;
         tx.commit().await.map_err(db("committing the asset"))?;
         Ok(())
     }
 
-    /// Marks an asset as registered on chain.
+    /// Marks an asset as registered on chain, which makes it searchable.
     pub async fn mark_registered(&self, did: Did) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
         let done = sqlx::query("UPDATE assets SET registered = 1 WHERE did = $1")
             .bind(did.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db("marking the asset registered"))?;
         if done.rows_affected() == 0 {
             return Err(CatalogError::NotFound(did.to_string()));
         }
+        let row = sqlx::query("SELECT ddo, updated_at FROM assets WHERE did = $1")
+            .bind(did.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading the asset"))?;
+        let stored = ddo_of_row(&row, did)?;
+        crate::search::index::put(&mut tx, self.backend, &stored, row.get("updated_at")).await?;
+        record_dataset_event(&mut tx, &stored, crate::lineage::LifecycleChange::Create).await?;
+        tx.commit()
+            .await
+            .map_err(db("committing the registration"))?;
         Ok(())
+    }
+
+    /// Replaces the public metadata of a registered asset with `ddo` (same DID), as a
+    /// new version, and reindexes it. The caller has already put the new hash on chain.
+    /// Returns the new version number.
+    pub async fn update(&self, ddo: &Ddo) -> Result<i64> {
+        ddo.validate()?;
+        let did = ddo.did.to_string();
+        let json = serde_json::to_string(ddo).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        let hash = ddo.metadata_hash()?.to_string();
+        let now = now_secs();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let row = sqlx::query("SELECT version, registered FROM assets WHERE did = $1")
+            .bind(&did)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("reading the asset"))?
+            .ok_or_else(|| CatalogError::NotFound(did.clone()))?;
+        let registered: i64 = row.get("registered");
+        if registered == 0 {
+            return Err(CatalogError::Invalid(format!(
+                "asset {did} is not registered on chain yet; it cannot be updated"
+            )));
+        }
+        let version: i64 = row.get::<i64, _>("version") + 1;
+        sqlx::query(
+            "UPDATE assets SET version = $2, ddo = $3, metadata_hash = $4, updated_at = $5
+             WHERE did = $1",
+        )
+        .bind(&did)
+        .bind(version)
+        .bind(&json)
+        .bind(&hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("updating the asset"))?;
+        sqlx::query(
+            "INSERT INTO asset_versions (did, version, ddo, metadata_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&did)
+        .bind(version)
+        .bind(&json)
+        .bind(&hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording the new version"))?;
+        crate::search::index::put(&mut tx, self.backend, ddo, now).await?;
+        record_dataset_event(&mut tx, ddo, crate::lineage::LifecycleChange::Alter).await?;
+        tx.commit().await.map_err(db("committing the update"))?;
+        Ok(version)
+    }
+
+    /// Every version of an asset's metadata, oldest first.
+    pub async fn history(&self, did: Did) -> Result<Vec<AssetVersion>> {
+        let rows = sqlx::query(
+            "SELECT version, ddo, metadata_hash, created_at FROM asset_versions
+             WHERE did = $1 ORDER BY version",
+        )
+        .bind(did.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading the asset's versions"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AssetVersion {
+                    version: r.get("version"),
+                    ddo: ddo_of_row(r, did)?,
+                    metadata_hash: r.get("metadata_hash"),
+                    created_at: r.get("created_at"),
+                })
+            })
+            .collect()
     }
 
     /// Removes an asset (used when its on-chain registration failed).
@@ -185,7 +380,9 @@ impl AssetStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
+        crate::search::index::remove(&mut tx, self.backend, &did.to_string()).await?;
         for sql in [
+            "DELETE FROM asset_versions WHERE did = $1",
             "DELETE FROM service_constraints WHERE did = $1",
             "DELETE FROM asset_locations WHERE did = $1",
             "DELETE FROM assets WHERE did = $1",
@@ -331,12 +528,43 @@ impl AssetStore {
     }
 }
 
-fn stored_from_row(r: &AnyRow, did: Did) -> Result<StoredAsset> {
+/// Queues the DatasetEvent of a published or updated asset for every lineage receiver,
+/// inside the transaction that makes the change.
+async fn record_dataset_event(
+    conn: &mut sqlx::AnyConnection,
+    ddo: &Ddo,
+    change: crate::lineage::LifecycleChange,
+) -> Result<()> {
+    let row = sqlx::query("SELECT url FROM asset_locations WHERE did = $1")
+        .bind(ddo.did.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("reading the asset location"))?
+        .ok_or_else(|| CatalogError::NotFound(ddo.did.to_string()))?;
+    let url: String = row.get("url");
+    let event = crate::lineage::DatasetEvent::for_asset(ddo, &url, change);
+    let now_ms = u64::try_from(now_secs()).unwrap_or(0) * 1000;
+    crate::lineage::outbox::enqueue_in(
+        conn,
+        &event,
+        &[crate::lineage::EVERY_RECEIVER.to_string()],
+        now_ms,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The DDO in a row's `ddo` column.
+fn ddo_of_row(r: &AnyRow, did: Did) -> Result<Ddo> {
     let json: String = r.get("ddo");
-    let ddo: Ddo = serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt {
+    serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt {
         did: did.to_string(),
         detail: e.to_string(),
-    })?;
+    })
+}
+
+fn stored_from_row(r: &AnyRow, did: Did) -> Result<StoredAsset> {
+    let ddo = ddo_of_row(r, did)?;
     let registered: i64 = r.get("registered");
     Ok(StoredAsset {
         ddo,

@@ -19,16 +19,22 @@ use insitu_policy::PolicyEngine;
 struct Admin {
     engine: Arc<PolicyEngine>,
     ledger: Arc<dyn Ledger>,
+    outbox: insitu_catalog::lineage::Outbox,
     started: Instant,
 }
 
-pub fn router(engine: Arc<PolicyEngine>, ledger: Arc<dyn Ledger>) -> Router {
+pub fn router(
+    engine: Arc<PolicyEngine>,
+    ledger: Arc<dyn Ledger>,
+    outbox: insitu_catalog::lineage::Outbox,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(Admin {
             engine,
             ledger,
+            outbox,
             started: Instant::now(),
         })
 }
@@ -85,6 +91,15 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
         "insitu_uptime_seconds {}",
         a.started.elapsed().as_secs()
     );
+    // A growing backlog means a lineage receiver is down or refusing events.
+    if let Ok(pending) = a.outbox.pending().await {
+        let _ = writeln!(
+            out,
+            "# HELP insitu_lineage_pending Lineage events waiting for delivery, over all receivers."
+        );
+        let _ = writeln!(out, "# TYPE insitu_lineage_pending gauge");
+        let _ = writeln!(out, "insitu_lineage_pending {pending}");
+    }
     let _ = writeln!(out, "# HELP insitu_build_info Build information.");
     let _ = writeln!(out, "# TYPE insitu_build_info gauge");
     let _ = writeln!(

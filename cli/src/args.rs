@@ -34,6 +34,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Publish a Parquet or CSV file as an asset (provider).
     Publish(PublishArgs),
+    /// Change an asset's name, description or tags: a new version, its hash on chain (owner).
+    Update(UpdateArgs),
+    /// Find assets by text and filters, in a local catalog or a provider's.
+    Search(SearchArgs),
     /// Order a service of an asset, locking its price in escrow (consumer).
     Order(OrderArgs),
     /// Print a bearer token for a provider (consumer).
@@ -241,6 +245,79 @@ pub struct PublishArgs {
     )]
     pub endpoint: String,
     /// Catalog database URL (the one `insitu serve` uses; default: catalog.db in --data-dir).
+    #[arg(long, env = "INSITU_CATALOG")]
+    pub catalog: Option<String>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The asset's DID.
+    pub did: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// The new tags, replacing the old ones (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Remove every tag.
+    #[arg(long, conflicts_with = "tags")]
+    pub clear_tags: bool,
+    /// Catalog database URL (the one `insitu serve` uses; default: catalog.db in --data-dir).
+    #[arg(long, env = "INSITU_CATALOG")]
+    pub catalog: Option<String>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words to find in names, descriptions, tags and column names (all must match;
+    /// the last letters of a word may be left off).
+    pub text: Option<String>,
+    /// Only assets with this tag (repeatable: all must be present).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only assets offering this service: download, query, compute or train.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Lowest price, in base units of the service's token.
+    #[arg(long)]
+    pub min_price: Option<String>,
+    /// Highest price, in base units of the service's token.
+    #[arg(long)]
+    pub max_price: Option<String>,
+    /// Only assets owned by this address.
+    #[arg(long)]
+    pub owner: Option<Address>,
+    /// Results per page (at most 100).
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Results to skip (the `next` offset a previous page printed).
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// Output: `table` (for people) or `json` (the whole page, DDOs included).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Search a provider's catalog over Flight at this endpoint (with --provider);
+    /// without it, the local catalog is searched.
+    #[arg(long, env = "INSITU_ENDPOINT", requires = "provider")]
+    pub endpoint: Option<String>,
+    /// The provider's address (the search token is signed for it).
+    #[arg(long)]
+    pub provider: Option<Address>,
+    /// PEM CA certificate to trust for an https:// endpoint (default: the web PKI).
+    #[arg(long, env = "INSITU_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Local catalog database URL (default: catalog.db in --data-dir).
     #[arg(long, env = "INSITU_CATALOG")]
     pub catalog: Option<String>,
     #[command(flatten)]

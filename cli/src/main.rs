@@ -22,6 +22,8 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(a) => commands::dev::run(a).await,
         Command::Serve(a) => commands::serve::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,
+        Command::Update(a) => commands::update::run(a).await,
+        Command::Search(a) => commands::search::run(a).await,
         Command::Order(a) => commands::order::run(a).await,
         Command::Token(a) => commands::token::run(a).await,
         Command::Get(a) => commands::get::run(a).await,

@@ -31,6 +31,92 @@ pub struct ServeConfig {
     /// Provider rules in Cedar, evaluated after every on-chain grant.
     #[serde(default)]
     pub rules: Option<RulesConfig>,
+    /// OpenLineage receivers (`[[lineage]]`, one block each): every publish, update and
+    /// query run is delivered to each through the outbox in the catalog database.
+    #[serde(default)]
+    pub lineage: Vec<LineageConfig>,
+    /// The catalog's JSON HTTP API for web front ends (`[catalog_api]`); off if absent.
+    #[serde(default)]
+    pub catalog_api: Option<CatalogApiConfig>,
+}
+
+/// One OpenLineage receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageConfig {
+    /// Names the receiver's rows in the outbox: keep it stable, or events queued under
+    /// the old name wait for a receiver that no longer exists.
+    pub name: String,
+    /// `http`, `file` or `console`.
+    pub kind: String,
+    /// Base URL of the catalog (`http://marquez:5000`), for `http`.
+    pub url: Option<String>,
+    /// `marquez` (also any plain OpenLineage receiver at `/api/v1/lineage`), `datahub`
+    /// or `openmetadata`, for `http`.
+    pub profile: Option<String>,
+    /// Environment variable holding a bearer token (OpenMetadata's JWT, an API key):
+    /// secrets never go in this file.
+    pub token_env: Option<String>,
+    /// JSON-lines file, for `file`.
+    pub path: Option<PathBuf>,
+}
+
+impl LineageConfig {
+    /// The transport this block describes, with its secret read from the environment.
+    pub fn transport(
+        &self,
+    ) -> Result<std::sync::Arc<dyn insitu_catalog::lineage::LineageTransport>> {
+        use insitu_catalog::lineage::{ConsoleTransport, FileTransport, HttpTransport, Profile};
+        let name = self.name.trim();
+        if name.is_empty() || name == insitu_catalog::lineage::EVERY_RECEIVER {
+            anyhow::bail!("invalid config: lineage.name must be a non-empty name other than '*'");
+        }
+        let at = |what: &str| format!("invalid config: [[lineage]] '{name}' {what}");
+        Ok(match self.kind.as_str() {
+            "http" => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!(at("needs url")))?;
+                url::Url::parse(url).map_err(|e| anyhow::anyhow!(at(&format!("url: {e}"))))?;
+                let profile = match self.profile.as_deref() {
+                    None => Profile::Marquez,
+                    Some(p) => Profile::parse(p).ok_or_else(|| {
+                        anyhow::anyhow!(at(&format!(
+                            "profile '{p}' is not marquez, datahub or openmetadata"
+                        )))
+                    })?,
+                };
+                let bearer = match &self.token_env {
+                    Some(var) => Some(std::env::var(var).map_err(|_| {
+                        anyhow::anyhow!(at(&format!(
+                            "reads its token from ${var}, which is not set"
+                        )))
+                    })?),
+                    None => None,
+                };
+                std::sync::Arc::new(HttpTransport::new(name, url, profile, bearer))
+            }
+            "file" => {
+                let path = self
+                    .path
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!(at("needs path")))?;
+                std::sync::Arc::new(FileTransport::new(name, path))
+            }
+            "console" => std::sync::Arc::new(ConsoleTransport),
+            other => anyhow::bail!(at(&format!("kind '{other}' is not http, file or console"))),
+        })
+    }
+}
+
+/// `[catalog_api]`: where the JSON search API listens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogApiConfig {
+    pub listen: String,
+    /// An origin whose browser pages may read the answers (CORS), or `*`.
+    pub allow_origin: Option<String>,
 }
 
 /// `[rules]`: the provider's Cedar policies and group memberships.

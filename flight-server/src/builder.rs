@@ -35,6 +35,7 @@ pub struct FlightServiceBuilder {
     query_limits: QueryLimits,
     mask_key: Option<[u8; 32]>,
     lineage: Option<crate::sql::LineageSink>,
+    search: Option<Arc<dyn insitu_catalog::CatalogStore>>,
 }
 
 impl FlightServiceBuilder {
@@ -55,6 +56,7 @@ impl FlightServiceBuilder {
             query_limits: QueryLimits::default(),
             mask_key: None,
             lineage: None,
+            search: None,
         }
     }
 
@@ -76,6 +78,13 @@ impl FlightServiceBuilder {
     /// outbox, for these receivers; a `Dispatcher` delivers them.
     pub fn with_lineage(mut self, sink: crate::sql::LineageSink) -> Self {
         self.lineage = Some(sink);
+        self
+    }
+
+    /// The catalog `insitu.search` reads; by default the asset store the service
+    /// serves from. An embedder with its own catalog puts it here.
+    pub fn with_search(mut self, catalog: Arc<dyn insitu_catalog::CatalogStore>) -> Self {
+        self.search = Some(catalog);
         self
     }
 
@@ -115,6 +124,7 @@ impl FlightServiceBuilder {
             ticket_ttl: self.ticket_ttl,
             storage: storage.clone(),
         };
+        let catalog = self.catalog.clone();
         let sql = SqlService::new(
             self.engine.clone(),
             self.catalog,
@@ -130,6 +140,7 @@ impl FlightServiceBuilder {
         let router = InsituFlight {
             download,
             sql: sql.clone(),
+            catalog: self.search.unwrap_or_else(|| Arc::new(catalog)),
         };
         let server = FlightServiceServer::new(router)
             .max_decoding_message_size(self.max_decoding_message_size);

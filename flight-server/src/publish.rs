@@ -180,6 +180,85 @@ pub async fn set_constraints(
         .map_err(|e| FlightError::Internal(e.to_string()))
 }
 
+/// A change to the public metadata of an asset; fields left `None` keep their value.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// An updated asset.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub ddo: Ddo,
+    pub version: i64,
+    pub tx: TxOutcome,
+}
+
+/// Updates the public metadata of an asset owned by the ledger's account: the new
+/// hash goes on chain first (the registry accepts it only from the owner), then the
+/// catalog records the new version, reindexes it and queues its DatasetEvent (ALTER).
+/// If the catalog write fails after the chain accepted the hash, running the same
+/// update again puts the same hash on chain and completes it.
+pub async fn update_asset(
+    ledger: &dyn Ledger,
+    catalog: &AssetStore,
+    did: Did,
+    update: MetadataUpdate,
+) -> Result<Updated> {
+    let stored = catalog
+        .get(did)
+        .await
+        .map_err(|e| FlightError::Internal(e.to_string()))?
+        .filter(|a| a.registered)
+        .ok_or_else(|| FlightError::UnknownAsset(did.to_string()))?;
+    if stored.ddo.owner != ledger.account() {
+        return Err(invalid(format!(
+            "asset {did} is owned by {:#x}; only its owner can change its metadata (this key is {:#x})",
+            stored.ddo.owner,
+            ledger.account()
+        )));
+    }
+    let mut ddo = stored.ddo.clone();
+    if let Some(name) = update.name {
+        ddo.name = name;
+    }
+    if let Some(description) = update.description {
+        ddo.description = description;
+    }
+    if let Some(tags) = update.tags {
+        ddo.tags = tags;
+    }
+    if ddo == stored.ddo {
+        return Err(invalid(format!(
+            "the update changes nothing in the metadata of {did}"
+        )));
+    }
+    ddo.validate().map_err(|e| invalid(e.to_string()))?;
+    let hash = ddo.metadata_hash().map_err(|e| invalid(e.to_string()))?;
+    let record = ledger
+        .asset(did)
+        .await
+        .map_err(|e| FlightError::Unavailable(format!("reading asset {did} on chain: {e}")))?
+        .ok_or_else(|| invalid(format!("asset {did} is not registered on this chain")))?;
+    let tx = ledger
+        .set_metadata(did, hash, record.metadata_url)
+        .await
+        .map_err(|e| {
+            invalid(format!(
+                "updating the metadata hash of {did} on chain failed, nothing changed: {e}"
+            ))
+        })?;
+    let version = catalog.update(&ddo).await.map_err(|e| {
+        FlightError::Internal(format!(
+            "the chain holds the new metadata hash of {did} but the catalog could not record it \
+             ({e}); run the same update again to complete it"
+        ))
+    })?;
+    Ok(Updated { ddo, version, tx })
+}
+
 /// Publishes `req.file` (a local file) as a new asset owned by the ledger's account.
 pub async fn publish_asset(
     ledger: &dyn Ledger,

@@ -35,6 +35,13 @@ use crate::sql::{Authorized, SqlService};
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 /// insitu's own action: the privacy budget left on the caller's private agreements.
 pub const PRIVACY_BUDGET: &str = "insitu.privacy_budget";
+/// insitu's own action: search this provider's catalog. The body is a JSON
+/// `SearchQuery`, the result a JSON `SearchPage`.
+pub const SEARCH: &str = "insitu.search";
+/// The token scope a search needs. Finding assets comes before ordering, so no
+/// agreement is asked for, but the caller is still authenticated: a signed token bound
+/// to this provider, this chain and this action, like every other call.
+pub const SEARCH_SCOPE: &str = "search";
 const SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 
 /// Downloads and Flight SQL behind one `FlightService`.
@@ -42,6 +49,7 @@ const SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 pub struct InsituFlight {
     pub(crate) download: GatedFlight,
     pub(crate) sql: SqlService,
+    pub(crate) catalog: std::sync::Arc<dyn insitu_catalog::CatalogStore>,
 }
 
 type Stream<T> = BoxStream<'static, std::result::Result<T, Status>>;
@@ -102,6 +110,29 @@ impl InsituFlight {
         SchemaAsIpc::new(&schema, &options)
             .try_into()
             .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))
+    }
+
+    /// `insitu.search`: public metadata only, for an authenticated caller whose token
+    /// was signed for searching.
+    async fn search(&self, request: &Request<Action>) -> Result<Vec<u8>, Status> {
+        let principal = SqlService::principal(request).map_err(Status::from)?;
+        if principal.scope != SEARCH_SCOPE {
+            return Err(Status::permission_denied(format!(
+                "searching needs a token signed for scope `{SEARCH_SCOPE}` \
+                 (`insitu search` signs one)"
+            )));
+        }
+        let query: insitu_catalog::SearchQuery =
+            serde_json::from_slice(request.get_ref().body.as_ref())
+                .map_err(|e| Status::invalid_argument(format!("bad search: {e}")))?;
+        let page = self.catalog.search(&query).await.map_err(|e| match e {
+            insitu_catalog::CatalogError::Invalid(m) => Status::invalid_argument(m),
+            other => {
+                tracing::error!(error = %other, "search failed");
+                Status::unavailable("the catalog cannot answer searches right now")
+            }
+        })?;
+        serde_json::to_vec(&page).map_err(|e| Status::internal(e.to_string()))
     }
 
     async fn cancel_flight_info(&self, request: Request<Action>) -> Result<Vec<u8>, Status> {
@@ -218,6 +249,9 @@ impl FlightService for InsituFlight {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        if request.get_ref().r#type == SEARCH {
+            return Ok(Response::new(result(self.search(&request).await?)));
+        }
         let mut request = request;
         self.gate(&mut request).await?;
         let kind = request.get_ref().r#type.as_str();
@@ -289,6 +323,10 @@ impl FlightService for InsituFlight {
             (
                 CLOSE_SESSION,
                 "Ends the session (sessions hold no state here).",
+            ),
+            (
+                SEARCH,
+                "Searches this provider's catalog: JSON SearchQuery in, JSON SearchPage out (token scope `search`).",
             ),
         ]
         .map(|(t, d)| {

@@ -5,7 +5,9 @@
 //! Everything talks to 127.0.0.1 only.
 
 pub mod anvil;
+pub mod catalog;
 pub mod data;
+pub mod feast;
 pub mod postgres;
 pub mod provider;
 pub mod tpch;

@@ -5,11 +5,13 @@
 mod attacks;
 mod bad_input;
 mod catalog_postgres;
+mod catalog_search;
 mod common;
 mod conformance;
 mod demo;
 mod flight_sql;
 mod flows;
+mod lineage_feast;
 mod python_client;
 mod refund;
 mod restart;

@@ -79,7 +79,7 @@ async fn a_receiver_outage_loses_nothing() {
         dir.path().join("o.db").display()
     ))
     .await;
-    let http: Arc<dyn Transport> =
+    let http: Arc<dyn LineageTransport> =
         Arc::new(HttpTransport::new("datahub", &base, Profile::DataHub, None));
     let dispatcher = Dispatcher::new(ob.clone(), vec![http]);
     let t0 = 1_000_000u64;
@@ -147,4 +147,73 @@ fn backoff_doubles_up_to_five_minutes() {
     assert_eq!(backoff(0).as_millis(), 500);
     assert_eq!(backoff(3).as_millis(), 4000);
     assert_eq!(backoff(40).as_secs(), 300);
+}
+
+#[tokio::test]
+async fn a_publish_recorded_by_another_process_reaches_every_receiver_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    // `insitu publish`: registers an asset; it knows no receivers.
+    let publisher = crate::AssetStore::open(&url).await.expect("open");
+    let ddo = crate::ddo::sample_ddo();
+    publisher
+        .insert(
+            &ddo,
+            &crate::StorageLocation {
+                url: "s3://bucket/private/lineitem.parquet?X-Amz-Signature=secret".into(),
+                format: crate::DataFormat::Parquet,
+                schema_ipc: Vec::new(),
+            },
+        )
+        .await
+        .expect("insert");
+    publisher.mark_registered(ddo.did).await.expect("register");
+    let mut updated = ddo.clone();
+    updated.description = "TPC-H lineitem, scale factor 1".into();
+    publisher.update(&updated).await.expect("update");
+
+    // `insitu serve`, twice (two replicas), each with two file receivers.
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    let server = crate::AssetStore::open(&url).await.expect("open");
+    let transports = || -> Vec<Arc<dyn LineageTransport>> {
+        vec![
+            Arc::new(FileTransport::new("a", &a)),
+            Arc::new(FileTransport::new("b", &b)),
+        ]
+    };
+    let one = Dispatcher::new(server.lineage_outbox(), transports());
+    let two = Dispatcher::new(server.lineage_outbox(), transports());
+    let now = transport::now_ms();
+    let (x, y) = tokio::join!(one.run_once(now, 100), two.run_once(now, 100));
+    assert_eq!(
+        x.expect("one") + y.expect("two"),
+        4,
+        "two events, two receivers"
+    );
+    assert_eq!(server.lineage_outbox().pending().await.expect("pending"), 0);
+    for file in [&a, &b] {
+        let text = std::fs::read_to_string(file).expect("read");
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(events.len(), 2, "each receiver gets each event once");
+        let changes: Vec<&str> = events
+            .iter()
+            .map(|e| {
+                e["dataset"]["facets"]["lifecycleStateChange"]["lifecycleStateChange"]
+                    .as_str()
+                    .expect("change")
+            })
+            .collect();
+        assert_eq!(changes, ["CREATE", "ALTER"]);
+        assert_eq!(events[0]["dataset"]["namespace"], "s3://bucket");
+        assert_eq!(events[0]["dataset"]["name"], "/private/lineitem.parquet");
+        assert!(!text.contains("Signature"), "no credentials from the URL");
+        assert_eq!(
+            events[1]["dataset"]["facets"]["documentation"]["description"],
+            "TPC-H lineitem, scale factor 1"
+        );
+    }
 }

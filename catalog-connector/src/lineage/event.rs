@@ -308,6 +308,11 @@ impl RunLifecycle {
         self.event(EventType::Complete, self.facets(), Some((rows, bytes)))
     }
 
+    /// The consumer abandoned the run after `rows` and `bytes` were sent.
+    pub fn abort(&self, rows: u64, bytes: u64) -> RunEvent {
+        self.event(EventType::Abort, self.facets(), Some((rows, bytes)))
+    }
+
     pub fn fail(&self, message: &str) -> RunEvent {
         let mut facets = self.facets();
         facets.error_message = Some(ErrorMessageRunFacet::new(message));

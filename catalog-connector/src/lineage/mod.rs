@@ -4,18 +4,18 @@
 //! output the tests validate against the spec's JSON Schemas.
 //!
 //! Events go through a durable [`Outbox`] in the catalog database and are delivered by
-//! a [`Dispatcher`] to HTTP, file or console [`Transport`]s, at least once.
+//! a [`Dispatcher`] to HTTP, file or console [`LineageTransport`]s, at least once.
 
 mod event;
 mod facets;
-mod outbox;
+pub(crate) mod outbox;
 mod transport;
 
 pub use event::*;
 pub use facets::*;
-pub use outbox::{Outbox, Pending};
+pub use outbox::{EVERY_RECEIVER, Outbox, Pending};
 pub use transport::{
-    ConsoleTransport, Dispatcher, FileTransport, HttpTransport, Profile, Transport, backoff,
+    ConsoleTransport, Dispatcher, FileTransport, HttpTransport, LineageTransport, Profile, backoff,
 };
 
 /// `producer` / `_producer` of every event and facet: this crate, at its version.

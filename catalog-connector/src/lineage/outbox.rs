@@ -7,11 +7,17 @@
 //! row's id is the event's stable identity across those retries.
 
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::error::{CatalogError, Result, db};
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS lineage_outbox (
+/// The receiver name of an event meant for every receiver the delivering process has.
+/// A process that records events without knowing the receivers (`insitu publish`
+/// beside a running `insitu serve`) writes one such row; the dispatcher copies it to
+/// each of its receivers before sending.
+pub const EVERY_RECEIVER: &str = "*";
+
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS lineage_outbox (
     id TEXT NOT NULL,
     receiver TEXT NOT NULL,
     body TEXT NOT NULL,
@@ -51,6 +57,11 @@ impl Outbox {
         Ok(Outbox { pool })
     }
 
+    /// An outbox whose table the caller has created (the asset store does at open).
+    pub(crate) fn in_pool(pool: AnyPool) -> Self {
+        Outbox { pool }
+    }
+
     /// Records `event` for each of `receivers`, in one transaction. Returns its id.
     pub async fn enqueue(
         &self,
@@ -58,54 +69,110 @@ impl Outbox {
         receivers: &[String],
         now_ms: u64,
     ) -> Result<String> {
-        let body =
-            serde_json::to_string(event).map_err(|e| CatalogError::Invalid(e.to_string()))?;
-        let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        for r in receivers {
-            sqlx::query(
-                "INSERT INTO lineage_outbox (id, receiver, body, attempts, next_at, created_at)
-                 VALUES ($1, $2, $3, 0, $4, $4)",
-            )
-            .bind(&id)
-            .bind(r)
-            .bind(&body)
-            .bind(to_i64(now_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(db("queueing a lineage event"))?;
-        }
+        let id = enqueue_in(&mut tx, event, receivers, now_ms).await?;
         tx.commit()
             .await
             .map_err(db("committing a lineage event"))?;
         Ok(id)
     }
 
-    /// Up to `limit` events for `receiver` that are due at `now_ms`, oldest first.
-    pub async fn due(&self, receiver: &str, now_ms: u64, limit: u32) -> Result<Vec<Pending>> {
+    /// Copies events addressed to [`EVERY_RECEIVER`] to each of `receivers` and drops
+    /// the broadcast rows, in one transaction. Safe with several dispatchers on one
+    /// database: copies that exist already are skipped. Returns how many were copied.
+    pub async fn fan_out(&self, receivers: &[String]) -> Result<u64> {
+        if receivers.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        // Take the rows by deleting them, so the first statement writes: a SQLite
+        // transaction that read first could not upgrade to writing while another
+        // dispatcher holds the lock, and on Postgres a second dispatcher's delete waits
+        // for this one and then finds nothing.
         let rows = sqlx::query(
-            "SELECT id, receiver, body, attempts FROM lineage_outbox
-             WHERE receiver = $1 AND next_at <= $2 ORDER BY created_at, id LIMIT $3",
+            "DELETE FROM lineage_outbox WHERE receiver = $1 AND id IN (
+                SELECT id FROM lineage_outbox WHERE receiver = $1
+                ORDER BY created_at LIMIT 1000)
+             RETURNING id, body, next_at, created_at",
+        )
+        .bind(EVERY_RECEIVER)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("taking broadcast lineage events"))?;
+        for r in &rows {
+            let id: String = r.get("id");
+            for receiver in receivers {
+                sqlx::query(
+                    "INSERT INTO lineage_outbox (id, receiver, body, attempts, next_at, created_at)
+                     VALUES ($1, $2, $3, 0, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&id)
+                .bind(receiver)
+                .bind(r.get::<String, _>("body"))
+                .bind(r.get::<i64, _>("next_at"))
+                .bind(r.get::<i64, _>("created_at"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("copying a broadcast lineage event"))?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(db("committing broadcast lineage events"))?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Claims up to `limit` events for `receiver` that are due at `now_ms`, oldest
+    /// first: they are not due again until `lease_ms`, so another dispatcher on the
+    /// same database (a second replica) does not send them too. A dispatcher that dies
+    /// holding a lease only delays its events until the lease runs out.
+    pub async fn claim(
+        &self,
+        receiver: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<Pending>> {
+        let rows = sqlx::query(
+            "UPDATE lineage_outbox SET next_at = $3
+             WHERE receiver = $1 AND id IN (
+                SELECT id FROM lineage_outbox WHERE receiver = $1 AND next_at <= $2
+                ORDER BY created_at, id LIMIT $4)
+             AND next_at <= $2
+             RETURNING id, receiver, body, attempts, created_at",
         )
         .bind(receiver)
         .bind(to_i64(now_ms))
+        .bind(to_i64(lease_ms))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(db("reading the lineage outbox"))?;
-        Ok(rows
+        .map_err(db("claiming lineage events"))?;
+        let mut claimed: Vec<(i64, Pending)> = rows
             .iter()
-            .map(|r| Pending {
-                id: r.get("id"),
-                receiver: r.get("receiver"),
-                body: r.get("body"),
-                attempts: r.get("attempts"),
+            .map(|r| {
+                (
+                    r.get("created_at"),
+                    Pending {
+                        id: r.get("id"),
+                        receiver: r.get("receiver"),
+                        body: r.get("body"),
+                        attempts: r.get("attempts"),
+                    },
+                )
             })
-            .collect())
+            .collect();
+        // RETURNING has no order; send in the order the events happened.
+        claimed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        Ok(claimed.into_iter().map(|(_, p)| p).collect())
     }
 
     /// The receiver acknowledged the event.
@@ -135,6 +202,20 @@ impl Outbox {
         Ok(())
     }
 
+    /// Gives claimed events back, due at `next_ms`, without counting an attempt.
+    pub async fn release(&self, events: &[Pending], next_ms: u64) -> Result<()> {
+        for p in events {
+            sqlx::query("UPDATE lineage_outbox SET next_at = $3 WHERE id = $1 AND receiver = $2")
+                .bind(&p.id)
+                .bind(&p.receiver)
+                .bind(to_i64(next_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(db("releasing lineage events"))?;
+        }
+        Ok(())
+    }
+
     /// Events not yet delivered, over all receivers.
     pub async fn pending(&self) -> Result<u64> {
         let row = sqlx::query("SELECT count(*) AS n FROM lineage_outbox")
@@ -144,4 +225,30 @@ impl Outbox {
         let n: i64 = row.get("n");
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// Records `event` for each of `receivers` inside the caller's transaction, so an
+/// event and the change it reports commit together or not at all. Returns its id.
+pub(crate) async fn enqueue_in(
+    conn: &mut AnyConnection,
+    event: &impl Serialize,
+    receivers: &[String],
+    now_ms: u64,
+) -> Result<String> {
+    let body = serde_json::to_string(event).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    for r in receivers {
+        sqlx::query(
+            "INSERT INTO lineage_outbox (id, receiver, body, attempts, next_at, created_at)
+             VALUES ($1, $2, $3, 0, $4, $4)",
+        )
+        .bind(&id)
+        .bind(r)
+        .bind(&body)
+        .bind(to_i64(now_ms))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("queueing a lineage event"))?;
+    }
+    Ok(id)
 }

@@ -169,6 +169,7 @@ fn every_event() -> Vec<(&'static str, Value)> {
         ("update", as_json(&update)),
         ("start", as_json(&run.start())),
         ("complete", as_json(&run.complete(3, 1024))),
+        ("abort", as_json(&run.abort(1, 512))),
         (
             "fail",
             as_json(&run.fail("rule `aggregate_only` refused the query")),

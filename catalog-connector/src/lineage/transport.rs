@@ -13,7 +13,7 @@ use crate::error::Result;
 
 /// A receiver of events, identified by a name that keys its rows in the outbox.
 #[async_trait::async_trait]
-pub trait Transport: Send + Sync + std::fmt::Debug {
+pub trait LineageTransport: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// Sends one event (JSON); `Err` with a reason that is safe to log.
     async fn send(&self, body: &str) -> std::result::Result<(), String>;
@@ -90,7 +90,7 @@ impl HttpTransport {
 }
 
 #[async_trait::async_trait]
-impl Transport for HttpTransport {
+impl LineageTransport for HttpTransport {
     fn name(&self) -> &str {
         &self.name
     }
@@ -135,7 +135,7 @@ impl FileTransport {
 }
 
 #[async_trait::async_trait]
-impl Transport for FileTransport {
+impl LineageTransport for FileTransport {
     fn name(&self) -> &str {
         &self.name
     }
@@ -162,7 +162,7 @@ impl Transport for FileTransport {
 pub struct ConsoleTransport;
 
 #[async_trait::async_trait]
-impl Transport for ConsoleTransport {
+impl LineageTransport for ConsoleTransport {
     fn name(&self) -> &str {
         "console"
     }
@@ -177,7 +177,7 @@ impl Transport for ConsoleTransport {
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     outbox: Outbox,
-    transports: Vec<Arc<dyn Transport>>,
+    transports: Vec<Arc<dyn LineageTransport>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -187,6 +187,10 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a dispatcher holds the events it claimed: longer than sending a batch
+/// takes (HTTP requests time out after 10 s each, and a failure ends the batch).
+const LEASE: Duration = Duration::from_secs(60);
+
 /// How long to wait after `attempts` failures: 0.5 s doubling, at most 5 minutes.
 pub fn backoff(attempts: i64) -> Duration {
     let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
@@ -194,7 +198,7 @@ pub fn backoff(attempts: i64) -> Duration {
 }
 
 impl Dispatcher {
-    pub fn new(outbox: Outbox, transports: Vec<Arc<dyn Transport>>) -> Self {
+    pub fn new(outbox: Outbox, transports: Vec<Arc<dyn LineageTransport>>) -> Self {
         Dispatcher { outbox, transports }
     }
 
@@ -206,20 +210,26 @@ impl Dispatcher {
             .collect()
     }
 
-    /// One pass: sends what is due at `now` (up to `batch` per receiver). A receiver
+    /// One pass: hands events recorded for every receiver to each, then sends what is
+    /// due at `now` (up to `batch` per receiver). A receiver
     /// that fails is left alone for the rest of the pass. Returns how many were sent.
     pub async fn run_once(&self, now: u64, batch: u32) -> Result<usize> {
+        self.outbox.fan_out(&self.receivers()).await?;
         let mut sent = 0;
         for t in &self.transports {
-            for p in self.outbox.due(t.name(), now, batch).await? {
+            let lease = now + LEASE.as_millis() as u64;
+            let claimed = self.outbox.claim(t.name(), now, lease, batch).await?;
+            for (i, p) in claimed.iter().enumerate() {
                 match t.send(&p.body).await {
                     Ok(()) => {
-                        self.outbox.delivered(&p).await?;
+                        self.outbox.delivered(p).await?;
                         sent += 1;
                     }
                     Err(e) => {
                         let next = now + backoff(p.attempts).as_millis() as u64;
-                        self.outbox.retry_at(&p, next, &e).await?;
+                        self.outbox.retry_at(p, next, &e).await?;
+                        // The receiver is failing: the rest wait with the failed one.
+                        self.outbox.release(&claimed[i + 1..], next).await?;
                         tracing::warn!(receiver = t.name(), error = %e, "lineage delivery failed; will retry");
                         break;
                     }

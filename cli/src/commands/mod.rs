@@ -10,9 +10,11 @@ pub mod order;
 pub mod publish;
 pub mod query;
 pub mod refund;
+pub mod search;
 pub mod serve;
 pub mod status;
 pub mod token;
+pub mod update;
 
 use std::time::Duration;
 

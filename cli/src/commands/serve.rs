@@ -107,7 +107,48 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("publishing assets[{i}] ({})", asset.name))?;
     }
-    let service = FlightServiceBuilder::new(engine.clone(), catalog)
+    let mut transports = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for block in &cfg.lineage {
+        let t = block.transport()?;
+        if !names.insert(t.name().to_string()) {
+            anyhow::bail!(
+                "invalid config: two [[lineage]] receivers are named '{}'",
+                t.name()
+            );
+        }
+        transports.push(t);
+    }
+    let lineage = (!transports.is_empty())
+        .then(|| insitu_catalog::lineage::Dispatcher::new(catalog.lineage_outbox(), transports));
+    if let Some(api) = &cfg.catalog_api {
+        let mut search = insitu_catalog::SearchApi::new(Arc::new(catalog.clone()));
+        if let Some(origin) = &api.allow_origin {
+            search = search.with_allowed_origin(origin)?;
+        }
+        let listener = tokio::net::TcpListener::bind(&api.listen)
+            .await
+            .with_context(|| format!("binding the catalog API {}", api.listen))?;
+        let addr = listener.local_addr()?;
+        let app = search.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "catalog API failed");
+            }
+        });
+        tracing::info!(listen = %addr, "catalog API serving");
+        eprintln!("catalog API on http://{addr}/api/v1/search");
+    }
+    let mut builder = FlightServiceBuilder::new(engine.clone(), catalog.clone());
+    if let Some(d) = &lineage {
+        builder = builder.with_lineage(insitu_flight::LineageSink::new(
+            catalog.lineage_outbox(),
+            d.receivers(),
+        ));
+        tracing::info!(receivers = ?d.receivers(), "lineage delivery on");
+        d.clone().spawn(Duration::from_secs(1));
+    }
+    let service = builder
         .with_storage_options(storage)
         .with_mask_key(mask_key)
         .with_ticket_ttl(Duration::from_secs(limits.ticket_ttl_secs))
@@ -123,7 +164,7 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding the admin endpoint {admin_listen}"))?;
     let admin_addr = admin.local_addr()?;
-    let admin_app = crate::admin::router(engine, ledger.clone());
+    let admin_app = crate::admin::router(engine, ledger.clone(), catalog.lineage_outbox());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_app).await {
             tracing::error!(error = %e, "admin endpoint failed");

@@ -83,7 +83,8 @@ pub(crate) fn run_of(
     )
 }
 
-/// Wraps a result stream so its end records COMPLETE (rows and bytes sent) or FAIL.
+/// Wraps a result stream so its end records COMPLETE (rows and bytes sent) or FAIL,
+/// and a stream the client abandons (dropped before its end) records ABORT.
 pub(crate) fn observed(
     batches: BoxStream<'static, Result<RecordBatch>>,
     run: RunLifecycle,
@@ -91,40 +92,70 @@ pub(crate) fn observed(
 ) -> BoxStream<'static, Result<RecordBatch>> {
     struct State {
         inner: BoxStream<'static, Result<RecordBatch>>,
-        run: RunLifecycle,
-        sink: LineageSink,
-        rows: u64,
-        bytes: u64,
-        done: bool,
+        end: RunEnd,
     }
     let state = State {
         inner: batches,
-        run,
-        sink,
-        rows: 0,
-        bytes: 0,
-        done: false,
+        end: RunEnd {
+            run,
+            sink,
+            rows: 0,
+            bytes: 0,
+            recorded: false,
+        },
     };
     futures::stream::unfold(state, |mut st| async move {
-        if st.done {
+        if st.end.recorded {
             return None;
         }
         match st.inner.next().await {
             Some(Ok(batch)) => {
-                st.rows += batch.num_rows() as u64;
-                st.bytes += batch.get_array_memory_size() as u64;
+                st.end.rows += batch.num_rows() as u64;
+                st.end.bytes += batch.get_array_memory_size() as u64;
                 Some((Ok(batch), st))
             }
             Some(Err(e)) => {
-                st.done = true;
-                st.sink.record(st.run.fail(&e.to_string())).await;
+                let event = st.end.run.fail(&e.to_string());
+                st.end.record(event).await;
                 Some((Err(e), st))
             }
             None => {
-                st.sink.record(st.run.complete(st.rows, st.bytes)).await;
+                let event = st.end.run.complete(st.end.rows, st.end.bytes);
+                st.end.record(event).await;
                 None
             }
         }
     })
     .boxed()
+}
+
+/// The end of one run: recorded once, by the stream's end or, failing that, by drop.
+struct RunEnd {
+    run: RunLifecycle,
+    sink: LineageSink,
+    rows: u64,
+    bytes: u64,
+    recorded: bool,
+}
+
+impl RunEnd {
+    async fn record(&mut self, event: RunEvent) {
+        self.recorded = true;
+        self.sink.record(event).await;
+    }
+}
+
+impl Drop for RunEnd {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        // The client went away mid-stream. Drop cannot wait, so the insert runs as a
+        // task; without a runtime (process exiting) the run stays open in the catalog.
+        let event = self.run.abort(self.rows, self.bytes);
+        let sink = self.sink.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { sink.record(event).await });
+        }
+    }
 }

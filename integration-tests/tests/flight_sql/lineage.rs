@@ -56,7 +56,10 @@ async fn query_runs_are_recorded_start_to_end() {
         .run_once(u64::MAX / 2, 500)
         .await
         .expect("deliver");
-    assert_eq!(sent, 4, "two STARTs, one COMPLETE, one FAIL");
+    assert_eq!(
+        sent, 5,
+        "the publish's DatasetEvent, two STARTs, one COMPLETE, one FAIL"
+    );
     let text = std::fs::read_to_string(provider.path("lineage.jsonl")).expect("lineage file");
     let events: Vec<Value> = text
         .lines()
@@ -65,6 +68,15 @@ async fn query_runs_are_recorded_start_to_end() {
     let of =
         |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["eventType"] == kind).collect() };
     let (starts, completes, fails) = (of("START"), of("COMPLETE"), of("FAIL"));
+    let published: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("dataset").is_some())
+        .collect();
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        published[0]["dataset"]["facets"]["lifecycleStateChange"]["lifecycleStateChange"],
+        "CREATE"
+    );
     assert_eq!((starts.len(), completes.len(), fails.len()), (2, 1, 1));
     let complete = completes[0];
     assert!(
@@ -101,5 +113,81 @@ async fn query_runs_are_recorded_start_to_end() {
         starts
             .iter()
             .any(|s| s["run"]["runId"] == fails[0]["run"]["runId"])
+    );
+}
+
+#[tokio::test]
+async fn a_query_abandoned_mid_stream_is_recorded_as_aborted() {
+    use futures::StreamExt;
+    use insitu_flight::query_client::QueryClient;
+    use insitu_integration_tests::data::sample_batches;
+    use insitu_integration_tests::{account, token_with_scope};
+
+    let world = World::start().await.expect("world");
+    let provider = Provider::start(
+        &world,
+        ProviderOptions {
+            lineage: true,
+            ..ProviderOptions::default()
+        },
+    )
+    .await
+    .expect("provider");
+    let file = provider.path("big.parquet");
+    write_parquet(&file, &sample_batches(1_000_000).expect("data")).expect("parquet");
+    let did = provider
+        .publish_constrained(&file, "big", query_offer(0, None), None)
+        .await
+        .expect("publish");
+    let agreement = order(&world, CONSUMER, did).await;
+    let token = token_with_scope(
+        &world,
+        &account(CONSUMER),
+        provider.address,
+        &insitu_flight::query_scope(&[agreement]),
+    )
+    .expect("token");
+    let mut client = QueryClient::connect(&provider.endpoint, &token, None)
+        .await
+        .expect("connect");
+    let mut stream = client.query("SELECT * FROM big").await.expect("query");
+    let first = stream.next().await.expect("a batch").expect("ok");
+    assert!(first.num_rows() > 0);
+    drop(stream);
+    drop(client);
+
+    // The server notices the cancelled stream on its own schedule: poll the outbox.
+    let dispatcher = provider.lineage.as_ref().expect("lineage on");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let aborted = loop {
+        dispatcher
+            .run_once(u64::MAX / 2, 500)
+            .await
+            .expect("deliver");
+        let text = std::fs::read_to_string(provider.path("lineage.jsonl")).unwrap_or_default();
+        let found = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+            .find(|e| e["eventType"] == "ABORT");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ABORT recorded for the abandoned query"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let sent = aborted["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"]
+        .as_u64()
+        .expect("rows");
+    assert!(
+        sent < 1_000_000,
+        "only part of the result went out before the client left ({sent} rows)"
+    );
+    let text = std::fs::read_to_string(provider.path("lineage.jsonl")).expect("file");
+    assert!(
+        !text.contains("\"COMPLETE\""),
+        "an abandoned run is not complete"
     );
 }

@@ -1,0 +1,204 @@
+//! The search index beside the asset tables: a text index (FTS5 on SQLite, a weighted
+//! `tsvector` with a GIN index on Postgres) and plain tables for the filters (tags,
+//! services with their prices, owner), so a filter-only search never touches the text
+//! index and a text search filters with indexed lookups.
+//!
+//! Only registered assets are indexed: an asset whose chain transaction has not
+//! completed cannot be ordered, so it must not be found.
+
+use sqlx::AnyConnection;
+
+use crate::ddo::Ddo;
+use crate::error::{Result, db};
+use crate::store::Backend;
+
+use super::text::normalised;
+
+/// Tables shared by both backends.
+const COMMON: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS asset_tags (
+        did TEXT NOT NULL REFERENCES assets(did) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (did, tag)
+    )",
+    "CREATE INDEX IF NOT EXISTS asset_tags_by_tag ON asset_tags (tag)",
+    // Prices as 78-digit zero-padded decimals: every uint256 fits, and text order is
+    // numeric order on both backends without a 256-bit integer type.
+    "CREATE TABLE IF NOT EXISTS asset_services (
+        did TEXT NOT NULL REFERENCES assets(did) ON DELETE CASCADE,
+        service_index BIGINT NOT NULL,
+        service_type TEXT NOT NULL,
+        price TEXT NOT NULL,
+        PRIMARY KEY (did, service_index)
+    )",
+    "CREATE INDEX IF NOT EXISTS asset_services_by_type ON asset_services (service_type, price)",
+];
+
+const SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS asset_search (
+        id INTEGER PRIMARY KEY,
+        did TEXT NOT NULL UNIQUE REFERENCES assets(did) ON DELETE CASCADE,
+        owner TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS asset_search_by_owner ON asset_search (owner)",
+    "CREATE INDEX IF NOT EXISTS asset_search_by_time ON asset_search (updated_at)",
+    // rowid = asset_search.id. Porter stemming so `orders` finds `order`.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS asset_fts USING fts5(
+        name, description, tags, columns,
+        tokenize = 'porter unicode61 remove_diacritics 2'
+    )",
+];
+
+const POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS asset_search (
+        id BIGSERIAL PRIMARY KEY,
+        did TEXT NOT NULL UNIQUE REFERENCES assets(did) ON DELETE CASCADE,
+        owner TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        doc TSVECTOR NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS asset_search_by_owner ON asset_search (owner)",
+    "CREATE INDEX IF NOT EXISTS asset_search_by_time ON asset_search (updated_at)",
+    "CREATE INDEX IF NOT EXISTS asset_search_doc ON asset_search USING GIN (doc)",
+];
+
+/// The relative weight of each field in ranking: a hit in the name counts most.
+pub(crate) const SQLITE_BM25: &str = "bm25(asset_fts, 10.0, 1.0, 5.0, 3.0)";
+
+/// Creates the index tables.
+pub(crate) async fn create(conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+    let specific = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    for stmt in COMMON.iter().chain(specific) {
+        sqlx::query(*stmt)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("creating the search index"))?;
+    }
+    Ok(())
+}
+
+/// `price` as the index stores it.
+pub(crate) fn price_key(price: alloy::primitives::U256) -> String {
+    format!("{price:0>78}")
+}
+
+/// (Re)indexes `ddo`, replacing whatever was indexed for it.
+pub(crate) async fn put(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ddo: &Ddo,
+    updated_at: i64,
+) -> Result<()> {
+    remove(conn, backend, &ddo.did.to_string()).await?;
+    let did = ddo.did.to_string();
+    let owner = format!("{:#x}", ddo.owner);
+    let mut tags: Vec<String> = ddo.tags.iter().map(|t| t.to_lowercase()).collect();
+    tags.sort();
+    tags.dedup();
+    for tag in &tags {
+        sqlx::query("INSERT INTO asset_tags (did, tag) VALUES ($1, $2)")
+            .bind(&did)
+            .bind(tag)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("indexing tags"))?;
+    }
+    for s in &ddo.services {
+        sqlx::query(
+            "INSERT INTO asset_services (did, service_index, service_type, price)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&did)
+        .bind(i64::try_from(s.index).unwrap_or(i64::MAX))
+        .bind(s.offer.service_type.to_string())
+        .bind(price_key(s.offer.price))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("indexing services"))?;
+    }
+    // Column names as tokens, so both `l_orderkey` (a phrase) and `orderkey` find them.
+    let columns = ddo
+        .schema
+        .iter()
+        .map(|c| normalised(&c.name))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let name = normalised(&ddo.name);
+    let description = normalised(&ddo.description);
+    let tag_text = normalised(&ddo.tags.join(" "));
+    match backend {
+        Backend::Sqlite => {
+            let row: (i64,) = sqlx::query_as(
+                "INSERT INTO asset_search (did, owner, updated_at) VALUES ($1, $2, $3)
+                 RETURNING id",
+            )
+            .bind(&did)
+            .bind(&owner)
+            .bind(updated_at)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("indexing the asset"))?;
+            sqlx::query(
+                "INSERT INTO asset_fts (rowid, name, description, tags, columns)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(row.0)
+            .bind(&name)
+            .bind(&description)
+            .bind(&tag_text)
+            .bind(&columns)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("indexing the asset's text"))?;
+        }
+        Backend::Postgres => {
+            sqlx::query(
+                "INSERT INTO asset_search (did, owner, updated_at, doc) VALUES ($1, $2, $3,
+                    setweight(to_tsvector('english', $4), 'A') ||
+                    setweight(to_tsvector('english', $5), 'B') ||
+                    setweight(to_tsvector('english', $6), 'C') ||
+                    setweight(to_tsvector('english', $7), 'D'))",
+            )
+            .bind(&did)
+            .bind(&owner)
+            .bind(updated_at)
+            .bind(&name)
+            .bind(&tag_text)
+            .bind(&columns)
+            .bind(&description)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("indexing the asset"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops `did` from the index (FTS5 rows are not covered by foreign keys).
+pub(crate) async fn remove(conn: &mut AnyConnection, backend: Backend, did: &str) -> Result<()> {
+    if backend == Backend::Sqlite {
+        sqlx::query(
+            "DELETE FROM asset_fts WHERE rowid IN (SELECT id FROM asset_search WHERE did = $1)",
+        )
+        .bind(did)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("unindexing the asset's text"))?;
+    }
+    for sql in [
+        "DELETE FROM asset_search WHERE did = $1",
+        "DELETE FROM asset_tags WHERE did = $1",
+        "DELETE FROM asset_services WHERE did = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(did)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("unindexing the asset"))?;
+    }
+    Ok(())
+}

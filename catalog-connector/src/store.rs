@@ -104,6 +104,12 @@ impl AssetStore {
                 "the catalog URL must start with sqlite: or postgres://".into(),
             ));
         };
+        if backend == Backend::Postgres && !cfg!(feature = "postgres") {
+            return Err(CatalogError::Invalid(
+                "this build has no Postgres support: enable the `postgres` feature of insitu-catalog"
+                    .into(),
+            ));
+        }
         let url = match backend {
             // Create the database file on first use.
             Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=") => {

@@ -309,7 +309,7 @@ pub struct SearchArgs {
     pub format: String,
     /// Search a provider's catalog over Flight at this endpoint (with --provider);
     /// without it, the local catalog is searched.
-    #[arg(long, env = "INSITU_ENDPOINT", requires = "provider")]
+    #[arg(long, requires = "provider")]
     pub endpoint: Option<String>,
     /// The provider's address (the search token is signed for it).
     #[arg(long)]

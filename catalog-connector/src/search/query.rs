@@ -51,9 +51,10 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         _ => Vec::new(),
     };
 
-    // FROM, the text condition and the ranking expression.
-    let (from, mut conditions, score, order) = if words.is_empty() {
+    // A CTE to run first, FROM, the text condition and the ranking expression.
+    let (with, from, mut conditions, score, order) = if words.is_empty() {
         (
+            String::new(),
             "asset_search s".to_string(),
             Vec::new(),
             "NULL".to_string(),
@@ -62,17 +63,25 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
     } else {
         match backend {
             Backend::Sqlite => {
+                // The text matches first, materialised: joined with a filter, SQLite
+                // would otherwise drive from the filter's index and run the MATCH once
+                // per candidate row.
                 let m = sql.bind(Param::Text(text::fts5_match(&words)));
                 (
-                    "asset_fts JOIN asset_search s ON s.id = asset_fts.rowid".to_string(),
-                    vec![format!("asset_fts MATCH {m}")],
-                    format!("-{SQLITE_BM25}"),
+                    format!(
+                        "WITH hits AS MATERIALIZED (SELECT rowid AS id, -{SQLITE_BM25} AS rank
+                         FROM asset_fts WHERE asset_fts MATCH {m})"
+                    ),
+                    "hits JOIN asset_search s ON s.id = hits.id".to_string(),
+                    Vec::new(),
+                    "hits.rank".to_string(),
                     "score DESC, s.id DESC".to_string(),
                 )
             }
             Backend::Postgres => {
                 let m = sql.bind(Param::Text(text::tsquery(&words)));
                 (
+                    String::new(),
                     "asset_search s".to_string(),
                     vec![format!("s.doc @@ to_tsquery('english', {m})")],
                     format!("ts_rank_cd(s.doc, to_tsquery('english', {m}))::float8"),
@@ -127,7 +136,7 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         format!("WHERE {}", conditions.join(" AND "))
     };
 
-    let count_sql = format!("SELECT count(*) AS n FROM {from} {filter}");
+    let count_sql = format!("{with} SELECT count(*) AS n FROM {from} {filter}");
     let total: i64 = sql
         .query(&count_sql)
         .fetch_one(store.pool())
@@ -142,7 +151,7 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
     let off = sql.bind(Param::Int(offset));
     // The page's ids first, then their documents: sorting carries ids, not DDOs.
     let page_sql = format!(
-        "SELECT p.score AS score, a.ddo AS ddo, a.version AS version, a.did AS did
+        "{with} SELECT p.score AS score, a.ddo AS ddo, a.version AS version, a.did AS did
          FROM (SELECT s.did AS did, s.id AS id, s.updated_at AS updated_at, {score} AS score
                FROM {from} {filter}
                ORDER BY {order} LIMIT {lim} OFFSET {off}) p

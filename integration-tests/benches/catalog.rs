@@ -360,6 +360,9 @@ async fn overhead() -> Result<()> {
         on - off,
         on / off
     );
+    if let Some(sink) = &providers[1].lineage_sink {
+        sink.flush().await;
+    }
     let pending = providers[1].catalog.lineage_outbox().pending().await?;
     println!(
         "events recorded with lineage on: {pending} (START and COMPLETE per query, and the publish)"

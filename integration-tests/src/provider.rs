@@ -149,6 +149,8 @@ pub struct Provider {
     pub sql: insitu_flight::SqlService,
     /// Delivers the lineage outbox to `lineage.jsonl`, if lineage is on.
     pub lineage: Option<insitu_catalog::lineage::Dispatcher>,
+    /// Where query runs are recorded, if lineage is on (`flush` before reading them).
+    pub lineage_sink: Option<insitu_flight::LineageSink>,
     pub endpoint: String,
     pub address: Address,
     dir: tempfile::TempDir,
@@ -181,16 +183,16 @@ impl Provider {
             builder = builder.with_query_limits(limits);
         }
         let mut lineage = None;
+        let mut lineage_sink = None;
         if opts.lineage {
-            use insitu_catalog::lineage::{Dispatcher, FileTransport, Outbox};
-            let outbox = Outbox::new(catalog.pool().clone()).await?;
+            use insitu_catalog::lineage::{Dispatcher, FileTransport};
+            let outbox = catalog.lineage_outbox();
             let file = FileTransport::new("file", dir.path().join("lineage.jsonl"));
             let dispatcher = Dispatcher::new(outbox.clone(), vec![Arc::new(file)]);
-            builder = builder.with_lineage(insitu_flight::LineageSink::new(
-                outbox,
-                dispatcher.receivers(),
-            ));
+            let sink = insitu_flight::LineageSink::new(outbox, dispatcher.receivers())?;
+            builder = builder.with_lineage(sink.clone());
             lineage = Some(dispatcher);
+            lineage_sink = Some(sink);
         }
         let (service, sql) = builder.build_parts()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -209,6 +211,7 @@ impl Provider {
             audit,
             sql,
             lineage,
+            lineage_sink,
             endpoint,
             address,
             dir,

@@ -13,7 +13,7 @@ mod transport;
 
 pub use event::*;
 pub use facets::*;
-pub use outbox::{EVERY_RECEIVER, Outbox, Pending};
+pub use outbox::{EVERY_RECEIVER, Outbox, Pending, sequence};
 pub use transport::{
     ConsoleTransport, Dispatcher, FileTransport, HttpTransport, LineageTransport, Profile, backoff,
 };

@@ -17,6 +17,26 @@ use crate::error::{CatalogError, Result, db};
 /// each of its receivers before sending.
 pub const EVERY_RECEIVER: &str = "*";
 
+/// A process-wide increasing timestamp (microseconds) for `created_at`, so events a
+/// process records in order are delivered in order even within one millisecond (a
+/// START and the COMPLETE of a fast query), where the random ids would not order them.
+pub fn sequence() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS lineage_outbox (
     id TEXT NOT NULL,
     receiver TEXT NOT NULL,
@@ -79,6 +99,26 @@ impl Outbox {
             .await
             .map_err(db("committing a lineage event"))?;
         Ok(id)
+    }
+
+    /// Records several events in one transaction (one commit for all): each with its
+    /// `created_at` from [`sequence`], for each of `receivers`.
+    pub async fn enqueue_batch<E: Serialize>(
+        &self,
+        events: &[(E, u64)],
+        receivers: &[String],
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        for (event, created) in events {
+            insert(&mut tx, event, receivers, now_ms, *created).await?;
+        }
+        tx.commit().await.map_err(db("committing lineage events"))?;
+        Ok(())
     }
 
     /// Copies events addressed to [`EVERY_RECEIVER`] to each of `receivers` and drops
@@ -235,17 +275,28 @@ pub(crate) async fn enqueue_in(
     receivers: &[String],
     now_ms: u64,
 ) -> Result<String> {
+    insert(conn, event, receivers, now_ms, sequence()).await
+}
+
+async fn insert(
+    conn: &mut AnyConnection,
+    event: &impl Serialize,
+    receivers: &[String],
+    now_ms: u64,
+    created: u64,
+) -> Result<String> {
     let body = serde_json::to_string(event).map_err(|e| CatalogError::Invalid(e.to_string()))?;
     let id = uuid::Uuid::new_v4().to_string();
     for r in receivers {
         sqlx::query(
             "INSERT INTO lineage_outbox (id, receiver, body, attempts, next_at, created_at)
-             VALUES ($1, $2, $3, 0, $4, $4)",
+             VALUES ($1, $2, $3, 0, $4, $5)",
         )
         .bind(&id)
         .bind(r)
         .bind(&body)
         .bind(to_i64(now_ms))
+        .bind(to_i64(created))
         .execute(&mut *conn)
         .await
         .map_err(db("queueing a lineage event"))?;

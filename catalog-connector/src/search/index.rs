@@ -14,24 +14,27 @@ use crate::store::Backend;
 
 use super::text::normalised;
 
-/// Tables shared by both backends.
+/// Filter tables shared by both backends. They are keyed by the asset's integer id in
+/// `asset_search`, and each lookup index covers the id, so a filter is one index range
+/// yielding integers: cheap to intersect with the text matches or another filter.
 const COMMON: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS asset_tags (
-        did TEXT NOT NULL REFERENCES assets(did) ON DELETE CASCADE,
         tag TEXT NOT NULL,
-        PRIMARY KEY (did, tag)
+        id BIGINT NOT NULL,
+        PRIMARY KEY (tag, id)
     )",
-    "CREATE INDEX IF NOT EXISTS asset_tags_by_tag ON asset_tags (tag)",
+    "CREATE INDEX IF NOT EXISTS asset_tags_by_id ON asset_tags (id)",
     // Prices as 78-digit zero-padded decimals: every uint256 fits, and text order is
     // numeric order on both backends without a 256-bit integer type.
     "CREATE TABLE IF NOT EXISTS asset_services (
-        did TEXT NOT NULL REFERENCES assets(did) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
         service_index BIGINT NOT NULL,
         service_type TEXT NOT NULL,
         price TEXT NOT NULL,
-        PRIMARY KEY (did, service_index)
+        PRIMARY KEY (id, service_index)
     )",
-    "CREATE INDEX IF NOT EXISTS asset_services_by_type ON asset_services (service_type, price)",
+    "CREATE INDEX IF NOT EXISTS asset_services_by_type ON asset_services (service_type, price, id)",
+    "CREATE INDEX IF NOT EXISTS asset_services_by_price ON asset_services (price, id)",
 ];
 
 const SQLITE: &[&str] = &[
@@ -93,33 +96,9 @@ pub(crate) async fn put(
     ddo: &Ddo,
     updated_at: i64,
 ) -> Result<()> {
-    remove(conn, backend, &ddo.did.to_string()).await?;
     let did = ddo.did.to_string();
+    remove(conn, backend, &did).await?;
     let owner = format!("{:#x}", ddo.owner);
-    let mut tags: Vec<String> = ddo.tags.iter().map(|t| t.to_lowercase()).collect();
-    tags.sort();
-    tags.dedup();
-    for tag in &tags {
-        sqlx::query("INSERT INTO asset_tags (did, tag) VALUES ($1, $2)")
-            .bind(&did)
-            .bind(tag)
-            .execute(&mut *conn)
-            .await
-            .map_err(db("indexing tags"))?;
-    }
-    for s in &ddo.services {
-        sqlx::query(
-            "INSERT INTO asset_services (did, service_index, service_type, price)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&did)
-        .bind(i64::try_from(s.index).unwrap_or(i64::MAX))
-        .bind(s.offer.service_type.to_string())
-        .bind(price_key(s.offer.price))
-        .execute(&mut *conn)
-        .await
-        .map_err(db("indexing services"))?;
-    }
     // Column names as tokens, so both `l_orderkey` (a phrase) and `orderkey` find them.
     let columns = ddo
         .schema
@@ -130,7 +109,7 @@ pub(crate) async fn put(
     let name = normalised(&ddo.name);
     let description = normalised(&ddo.description);
     let tag_text = normalised(&ddo.tags.join(" "));
-    match backend {
+    let id: i64 = match backend {
         Backend::Sqlite => {
             let row: (i64,) = sqlx::query_as(
                 "INSERT INTO asset_search (did, owner, updated_at) VALUES ($1, $2, $3)
@@ -154,14 +133,16 @@ pub(crate) async fn put(
             .execute(&mut *conn)
             .await
             .map_err(db("indexing the asset's text"))?;
+            row.0
         }
         Backend::Postgres => {
-            sqlx::query(
+            let row: (i64,) = sqlx::query_as(
                 "INSERT INTO asset_search (did, owner, updated_at, doc) VALUES ($1, $2, $3,
                     setweight(to_tsvector('english', $4), 'A') ||
                     setweight(to_tsvector('english', $5), 'B') ||
                     setweight(to_tsvector('english', $6), 'C') ||
-                    setweight(to_tsvector('english', $7), 'D'))",
+                    setweight(to_tsvector('english', $7), 'D'))
+                 RETURNING id",
             )
             .bind(&did)
             .bind(&owner)
@@ -170,35 +151,60 @@ pub(crate) async fn put(
             .bind(&tag_text)
             .bind(&columns)
             .bind(&description)
-            .execute(&mut *conn)
+            .fetch_one(&mut *conn)
             .await
             .map_err(db("indexing the asset"))?;
+            row.0
         }
+    };
+    let mut tags: Vec<String> = ddo.tags.iter().map(|t| t.to_lowercase()).collect();
+    tags.sort();
+    tags.dedup();
+    for tag in &tags {
+        sqlx::query("INSERT INTO asset_tags (tag, id) VALUES ($1, $2)")
+            .bind(tag)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("indexing tags"))?;
+    }
+    for s in &ddo.services {
+        sqlx::query(
+            "INSERT INTO asset_services (id, service_index, service_type, price)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(i64::try_from(s.index).unwrap_or(i64::MAX))
+        .bind(s.offer.service_type.to_string())
+        .bind(price_key(s.offer.price))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("indexing services"))?;
     }
     Ok(())
 }
 
-/// Drops `did` from the index (FTS5 rows are not covered by foreign keys).
+/// Drops `did` from the index.
 pub(crate) async fn remove(conn: &mut AnyConnection, backend: Backend, did: &str) -> Result<()> {
+    let mut tables = vec!["asset_tags", "asset_services"];
     if backend == Backend::Sqlite {
-        sqlx::query(
-            "DELETE FROM asset_fts WHERE rowid IN (SELECT id FROM asset_search WHERE did = $1)",
-        )
-        .bind(did)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("unindexing the asset's text"))?;
+        tables.push("asset_fts");
     }
-    for sql in [
-        "DELETE FROM asset_search WHERE did = $1",
-        "DELETE FROM asset_tags WHERE did = $1",
-        "DELETE FROM asset_services WHERE did = $1",
-    ] {
-        sqlx::query(sql)
+    for table in tables {
+        let key = if table == "asset_fts" { "rowid" } else { "id" };
+        let sql = format!(
+            "DELETE FROM {table} WHERE {key} IN (SELECT id FROM asset_search WHERE did = $1)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(did)
             .execute(&mut *conn)
             .await
             .map_err(db("unindexing the asset"))?;
     }
+    sqlx::query("DELETE FROM asset_search WHERE did = $1")
+        .bind(did)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("unindexing the asset"))?;
     Ok(())
 }

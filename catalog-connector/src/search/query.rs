@@ -51,9 +51,11 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         _ => Vec::new(),
     };
 
-    // A CTE to run first, FROM, the text condition and the ranking expression.
-    let (with, from, mut conditions, score, order) = if words.is_empty() {
+    // The CTEs to run first (for the page, and for the count, which needs no
+    // ranking), FROM, the text condition and the ranking expression.
+    let (with, with_count, from, mut conditions, score, order) = if words.is_empty() {
         (
+            String::new(),
             String::new(),
             "asset_search s".to_string(),
             Vec::new(),
@@ -72,6 +74,10 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
                         "WITH hits AS MATERIALIZED (SELECT rowid AS id, -{SQLITE_BM25} AS rank
                          FROM asset_fts WHERE asset_fts MATCH {m})"
                     ),
+                    format!(
+                        "WITH hits AS MATERIALIZED (SELECT rowid AS id
+                         FROM asset_fts WHERE asset_fts MATCH {m})"
+                    ),
                     "hits JOIN asset_search s ON s.id = hits.id".to_string(),
                     Vec::new(),
                     "hits.rank".to_string(),
@@ -81,6 +87,7 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
             Backend::Postgres => {
                 let m = sql.bind(Param::Text(text::tsquery(&words)));
                 (
+                    String::new(),
                     String::new(),
                     "asset_search s".to_string(),
                     vec![format!("s.doc @@ to_tsquery('english', {m})")],
@@ -101,7 +108,7 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
     for tag in tags {
         let p = sql.bind(Param::Text(tag));
         conditions.push(format!(
-            "s.did IN (SELECT did FROM asset_tags WHERE tag = {p})"
+            "s.id IN (SELECT id FROM asset_tags WHERE tag = {p})"
         ));
     }
     if q.service.is_some() || q.min_price.is_some() || q.max_price.is_some() {
@@ -126,7 +133,7 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
             ));
         }
         conditions.push(format!(
-            "s.did IN (SELECT did FROM asset_services WHERE {})",
+            "s.id IN (SELECT id FROM asset_services WHERE {})",
             on.join(" AND ")
         ));
     }
@@ -136,7 +143,7 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         format!("WHERE {}", conditions.join(" AND "))
     };
 
-    let count_sql = format!("{with} SELECT count(*) AS n FROM {from} {filter}");
+    let count_sql = format!("{with_count} SELECT count(*) AS n FROM {from} {filter}");
     let total: i64 = sql
         .query(&count_sql)
         .fetch_one(store.pool())

@@ -140,11 +140,11 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         eprintln!("catalog API on http://{addr}/api/v1/search");
     }
     let mut builder = FlightServiceBuilder::new(engine.clone(), catalog.clone());
+    let mut sink = None;
     if let Some(d) = &lineage {
-        builder = builder.with_lineage(insitu_flight::LineageSink::new(
-            catalog.lineage_outbox(),
-            d.receivers(),
-        ));
+        let s = insitu_flight::LineageSink::new(catalog.lineage_outbox(), d.receivers())?;
+        builder = builder.with_lineage(s.clone());
+        sink = Some(s);
         tracing::info!(receivers = ?d.receivers(), "lineage delivery on");
         d.clone().spawn(Duration::from_secs(1));
     }
@@ -189,6 +189,11 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
     })
     .await?;
+    // Runs recorded until the end are written to the outbox before the process exits,
+    // so the next start delivers them.
+    if let Some(s) = sink {
+        s.flush().await;
+    }
     Ok(())
 }
 

@@ -9,32 +9,123 @@ use arrow::array::RecordBatch;
 use futures::stream::{BoxStream, StreamExt};
 use insitu_catalog::lineage::{
     Dataset, DatasetFacets, InsituAgreementRunFacet, Outbox, RunEvent, RunLifecycle,
-    SymlinksDatasetFacet, gated_name_of, physical_name,
+    SymlinksDatasetFacet, gated_name_of, physical_name, sequence,
 };
 
 use super::session::GrantedAsset;
 use crate::error::Result;
 
+/// Events waiting for the writer, at most. A catalog database stalled for long enough
+/// to fill it loses lineage (logged and counted), never blocks a query.
+const QUEUE: usize = 100_000;
+/// Events written in one transaction, at most.
+const BATCH: usize = 512;
+
+enum Queued {
+    Event(Box<RunEvent>, u64),
+    /// Answered once everything queued before it is in the outbox.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Where query runs are recorded, and for which receivers.
+///
+/// Recording never makes a query wait: events go through a bounded queue to one writer
+/// task that puts them into the outbox in batches (one transaction each), in the order
+/// they were recorded.
 #[derive(Debug, Clone)]
 pub struct LineageSink {
-    pub(crate) outbox: Outbox,
-    pub(crate) receivers: Vec<String>,
+    queue: tokio::sync::mpsc::Sender<Queued>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queued")
+    }
 }
 
 impl LineageSink {
-    pub fn new(outbox: Outbox, receivers: Vec<String>) -> Self {
-        LineageSink { outbox, receivers }
+    /// Starts the writer for `outbox` and `receivers`. Call it inside a Tokio runtime.
+    pub fn new(outbox: Outbox, receivers: Vec<String>) -> Result<Self> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            crate::error::FlightError::Internal("the lineage writer needs a Tokio runtime".into())
+        })?;
+        let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
+        handle.spawn(write(outbox, receivers, rx));
+        Ok(LineageSink {
+            queue,
+            dropped: Default::default(),
+        })
     }
 
-    /// Queues an event; a failure is logged, never returned: lineage is "later", not "no".
-    pub(crate) async fn record(&self, event: RunEvent) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        if let Err(e) = self.outbox.enqueue(&event, &self.receivers, now).await {
-            tracing::error!(error = %e, "could not queue a lineage event");
+    /// Queues an event; never waits. A full queue drops it with an error log: lineage
+    /// is "later", and at worst "lost", but never "no" to the consumer.
+    pub(crate) fn record(&self, event: RunEvent) {
+        let queued = Queued::Event(Box::new(event), sequence());
+        if self.queue.try_send(queued).is_err() {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            tracing::error!(
+                dropped = n,
+                "the lineage queue is full; a run event was dropped"
+            );
+        }
+    }
+
+    /// Waits until every event recorded so far is in the outbox (for tests, and for a
+    /// graceful shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.queue.send(Queued::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The writer: drains the queue in batches; a failed write is retried (the queue holds
+/// what arrives meanwhile) so nothing queued is lost while the process lives.
+async fn write(
+    outbox: Outbox,
+    receivers: Vec<String>,
+    mut rx: tokio::sync::mpsc::Receiver<Queued>,
+) {
+    let mut batch: Vec<(Box<RunEvent>, u64)> = Vec::with_capacity(BATCH);
+    let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Queued::Event(e, at) => batch.push((e, at)),
+                Queued::Flush(done) => waiting.push(done),
+            }
+            if batch.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        let mut delay = std::time::Duration::from_millis(100);
+        while !batch.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            match outbox.enqueue_batch(&batch, &receivers, now).await {
+                Ok(()) => batch.clear(),
+                Err(e) => {
+                    tracing::error!(error = %e, events = batch.len(), "could not write lineage events; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
         }
     }
 }
@@ -116,12 +207,12 @@ pub(crate) fn observed(
             }
             Some(Err(e)) => {
                 let event = st.end.run.fail(&e.to_string());
-                st.end.record(event).await;
+                st.end.record(event);
                 Some((Err(e), st))
             }
             None => {
                 let event = st.end.run.complete(st.end.rows, st.end.bytes);
-                st.end.record(event).await;
+                st.end.record(event);
                 None
             }
         }
@@ -139,9 +230,9 @@ struct RunEnd {
 }
 
 impl RunEnd {
-    async fn record(&mut self, event: RunEvent) {
+    fn record(&mut self, event: RunEvent) {
         self.recorded = true;
-        self.sink.record(event).await;
+        self.sink.record(event);
     }
 }
 
@@ -150,12 +241,7 @@ impl Drop for RunEnd {
         if self.recorded {
             return;
         }
-        // The client went away mid-stream. Drop cannot wait, so the insert runs as a
-        // task; without a runtime (process exiting) the run stays open in the catalog.
-        let event = self.run.abort(self.rows, self.bytes);
-        let sink = self.sink.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { sink.record(event).await });
-        }
+        // The client went away mid-stream.
+        self.sink.record(self.run.abort(self.rows, self.bytes));
     }
 }

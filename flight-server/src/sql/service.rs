@@ -444,7 +444,7 @@ impl SqlService {
             query_id.clone(),
         )?;
         if let Some((run, sink)) = self.run(&query_id, sql, &assets, &principal) {
-            sink.record(run.start()).await;
+            sink.record(run.start());
         }
         Ok(info)
     }
@@ -524,7 +524,7 @@ impl SqlService {
                     .await;
                 }
                 if let Some((run, sink)) = self.run(&t.query_id, &t.sql, &assets, &principal) {
-                    sink.record(run.fail(&e.to_string())).await;
+                    sink.record(run.fail(&e.to_string()));
                 }
                 return Err(e);
             }
@@ -543,7 +543,7 @@ impl SqlService {
                 )
                 .await;
                 if let Some((run, sink)) = self.run(&t.query_id, &t.sql, &assets, &principal) {
-                    sink.record(run.fail(&e.to_string())).await;
+                    sink.record(run.fail(&e.to_string()));
                 }
                 return Err(e);
             }

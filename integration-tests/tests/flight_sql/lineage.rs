@@ -51,6 +51,12 @@ async fn query_runs_are_recorded_start_to_end() {
     )
     .await
     .expect_err("over the row limit");
+    provider
+        .lineage_sink
+        .as_ref()
+        .expect("lineage on")
+        .flush()
+        .await;
     let dispatcher = provider.lineage.as_ref().expect("lineage on");
     let sent = dispatcher
         .run_once(u64::MAX / 2, 500)

@@ -41,6 +41,63 @@ impl Sql {
     }
 }
 
+/// One filter, as the set of asset ids it admits and as a test of one candidate row
+/// `s` of `asset_search`.
+struct Filter {
+    set: String,
+    test: String,
+}
+
+/// The filters of `q`, their values bound in `sql`.
+fn filters(q: &SearchQuery, sql: &mut Sql) -> Vec<Filter> {
+    let mut out = Vec::new();
+    if let Some(owner) = q.owner {
+        let p = sql.bind(Param::Text(format!("{owner:#x}")));
+        out.push(Filter {
+            set: format!("SELECT id FROM asset_search WHERE owner = {p}"),
+            test: format!("s.owner = {p}"),
+        });
+    }
+    let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
+    tags.sort();
+    tags.dedup();
+    for tag in tags {
+        let p = sql.bind(Param::Text(tag));
+        out.push(Filter {
+            set: format!("SELECT id FROM asset_tags WHERE tag = {p}"),
+            test: format!("EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = {p} AND t.id = s.id)"),
+        });
+    }
+    if q.service.is_some() || q.min_price.is_some() || q.max_price.is_some() {
+        // One service must satisfy every service condition together.
+        let mut on = Vec::new();
+        if let Some(t) = q.service {
+            on.push(format!(
+                "v.service_type = {}",
+                sql.bind(Param::Text(t.to_string()))
+            ));
+        }
+        if let Some(min) = q.min_price {
+            on.push(format!(
+                "v.price >= {}",
+                sql.bind(Param::Text(price_key(min)))
+            ));
+        }
+        if let Some(max) = q.max_price {
+            on.push(format!(
+                "v.price <= {}",
+                sql.bind(Param::Text(price_key(max)))
+            ));
+        }
+        let on = on.join(" AND ");
+        out.push(Filter {
+            set: format!("SELECT v.id FROM asset_services v WHERE {on}"),
+            test: format!("EXISTS (SELECT 1 FROM asset_services v WHERE v.id = s.id AND {on})"),
+        });
+    }
+    out
+}
+
 /// Runs `q` on `store`.
 pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPage> {
     q.validate()?;
@@ -51,120 +108,134 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         _ => Vec::new(),
     };
 
-    // The CTEs to run first (for the page, and for the count, which needs no
-    // ranking), FROM, the text condition and the ranking expression.
-    let (with, with_count, from, mut conditions, score, order) = if words.is_empty() {
+    let filters = filters(q, &mut sql);
+    let fts = !words.is_empty() && backend == Backend::Sqlite;
+
+    // Where candidates come from: FROM, the expression of an asset's id there, the
+    // conditions, the score, the time, and the order.
+    let (from, id, mut conditions, score, updated) = if words.is_empty() {
         (
-            String::new(),
-            String::new(),
-            "asset_search s".to_string(),
+            "asset_search s",
+            "s.id",
             Vec::new(),
             "NULL".to_string(),
-            "s.updated_at DESC, s.id DESC".to_string(),
+            "s.updated_at",
+        )
+    } else if fts {
+        // Everything happens inside the FTS5 query, ranked and cut to the page there;
+        // documents are joined for the page only.
+        let m = sql.bind(Param::Text(text::fts5_match(&words)));
+        (
+            "asset_fts",
+            "asset_fts.rowid",
+            vec![format!("asset_fts MATCH {m}")],
+            format!("-{SQLITE_BM25}"),
+            "0",
         )
     } else {
-        match backend {
-            Backend::Sqlite => {
-                // The text matches first, materialised: joined with a filter, SQLite
-                // would otherwise drive from the filter's index and run the MATCH once
-                // per candidate row.
-                let m = sql.bind(Param::Text(text::fts5_match(&words)));
-                (
-                    format!(
-                        "WITH hits AS MATERIALIZED (SELECT rowid AS id, -{SQLITE_BM25} AS rank
-                         FROM asset_fts WHERE asset_fts MATCH {m})"
-                    ),
-                    format!(
-                        "WITH hits AS MATERIALIZED (SELECT rowid AS id
-                         FROM asset_fts WHERE asset_fts MATCH {m})"
-                    ),
-                    "hits JOIN asset_search s ON s.id = hits.id".to_string(),
-                    Vec::new(),
-                    "hits.rank".to_string(),
-                    "score DESC, s.id DESC".to_string(),
-                )
-            }
-            Backend::Postgres => {
-                let m = sql.bind(Param::Text(text::tsquery(&words)));
-                (
-                    String::new(),
-                    String::new(),
-                    "asset_search s".to_string(),
-                    vec![format!("s.doc @@ to_tsquery('english', {m})")],
-                    format!("ts_rank_cd(s.doc, to_tsquery('english', {m}))::float8"),
-                    "score DESC, s.id DESC".to_string(),
-                )
-            }
-        }
+        let m = sql.bind(Param::Text(text::tsquery(&words)));
+        (
+            "asset_search s",
+            "s.id",
+            vec![format!("s.doc @@ to_tsquery('english', {m})")],
+            format!("ts_rank_cd(s.doc, to_tsquery('english', {m}))::float8"),
+            "s.updated_at",
+        )
     };
-
-    if let Some(owner) = q.owner {
-        let p = sql.bind(Param::Text(format!("{owner:#x}")));
-        conditions.push(format!("s.owner = {p}"));
-    }
-    let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
-    tags.sort();
-    tags.dedup();
-    for tag in tags {
-        let p = sql.bind(Param::Text(tag));
-        conditions.push(format!(
-            "s.id IN (SELECT id FROM asset_tags WHERE tag = {p})"
-        ));
-    }
-    if q.service.is_some() || q.min_price.is_some() || q.max_price.is_some() {
-        // One service must satisfy every service condition together.
-        let mut on = Vec::new();
-        if let Some(t) = q.service {
-            on.push(format!(
-                "service_type = {}",
-                sql.bind(Param::Text(t.to_string()))
-            ));
-        }
-        if let Some(min) = q.min_price {
-            on.push(format!(
-                "price >= {}",
-                sql.bind(Param::Text(price_key(min)))
-            ));
-        }
-        if let Some(max) = q.max_price {
-            on.push(format!(
-                "price <= {}",
-                sql.bind(Param::Text(price_key(max)))
-            ));
-        }
-        conditions.push(format!(
-            "s.id IN (SELECT id FROM asset_services WHERE {})",
-            on.join(" AND ")
-        ));
-    }
-    let filter = if conditions.is_empty() {
-        String::new()
+    let (order, outer_order) = if words.is_empty() {
+        ("updated_at DESC, id DESC", "p.updated_at DESC, p.id DESC")
     } else {
-        format!("WHERE {}", conditions.join(" AND "))
+        ("score DESC, id DESC", "p.score DESC, p.id DESC")
+    };
+    let where_of = |conditions: &[String]| {
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        }
     };
 
-    let count_sql = format!("{with_count} SELECT count(*) AS n FROM {from} {filter}");
-    let total: i64 = sql
-        .query(&count_sql)
-        .fetch_one(store.pool())
-        .await
-        .map_err(db("counting search results"))?
-        .get("n");
+    let total: i64 = if words.is_empty() {
+        // Filters alone: count the intersection of their id sets, driven by the first
+        // (an index range), without touching the assets.
+        let count_sql = match filters.split_first() {
+            None => "SELECT count(*) AS n FROM asset_search".to_string(),
+            Some((first, rest)) => {
+                let others: Vec<String> = rest
+                    .iter()
+                    .map(|f| format!("f.id IN ({})", f.set))
+                    .collect();
+                format!(
+                    "SELECT count(*) AS n FROM (SELECT DISTINCT id FROM ({}) f0) f {}",
+                    first.set,
+                    where_of(&others)
+                )
+            }
+        };
+        sql.query(&count_sql)
+            .fetch_one(store.pool())
+            .await
+            .map_err(db("counting search results"))?
+            .get("n")
+    } else {
+        // With text, filters test the text matches' ids. On FTS5 the id carries a
+        // unary `+`, so SQLite applies the filter to the matches instead of running
+        // the MATCH once per id in the filter's list.
+        let key = if fts { "+asset_fts.rowid" } else { "s.id" };
+        conditions.extend(filters.iter().map(|f| format!("{key} IN ({})", f.set)));
+        let count_sql = format!("SELECT count(*) AS n FROM {from} {}", where_of(&conditions));
+        sql.query(&count_sql)
+            .fetch_one(store.pool())
+            .await
+            .map_err(db("counting search results"))?
+            .get("n")
+    };
     let total = u64::try_from(total).unwrap_or(0);
-
     let limit = q.page_size();
+    if total <= q.offset {
+        return Ok(SearchPage {
+            hits: Vec::new(),
+            total,
+            offset: q.offset,
+            next_offset: None,
+        });
+    }
+
+    if words.is_empty() && !filters.is_empty() {
+        // Two ways to the newest matches: walk all assets newest first, testing each,
+        // until the page is full (cost grows with how rare matches are), or gather
+        // every match and sort (cost grows with how many there are). The count just
+        // taken says which is cheaper.
+        let max_id: Option<i64> = sqlx::query("SELECT max(id) AS n FROM asset_search")
+            .fetch_one(store.pool())
+            .await
+            .map_err(db("sizing the catalog"))?
+            .get("n");
+        let assets = u128::try_from(max_id.unwrap_or(0)).unwrap_or(0);
+        let walk = (u128::from(q.offset) + u128::from(limit)) * assets
+            < u128::from(total) * u128::from(total);
+        conditions.extend(filters.iter().map(|f| {
+            if walk {
+                f.test.clone()
+            } else {
+                format!("s.id IN ({})", f.set)
+            }
+        }));
+    }
+    let filter = where_of(&conditions);
+
     let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
     let lim = sql.bind(Param::Int(i64::from(limit)));
     let off = sql.bind(Param::Int(offset));
     // The page's ids first, then their documents: sorting carries ids, not DDOs.
     let page_sql = format!(
-        "{with} SELECT p.score AS score, a.ddo AS ddo, a.version AS version, a.did AS did
-         FROM (SELECT s.did AS did, s.id AS id, s.updated_at AS updated_at, {score} AS score
+        "SELECT p.score AS score, a.ddo AS ddo, a.version AS version, a.did AS did
+         FROM (SELECT {id} AS id, {score} AS score, {updated} AS updated_at
                FROM {from} {filter}
                ORDER BY {order} LIMIT {lim} OFFSET {off}) p
-         JOIN assets a ON a.did = p.did
-         ORDER BY {}",
-        order.replace("s.", "p."),
+         JOIN asset_search h ON h.id = p.id
+         JOIN assets a ON a.did = h.did
+         ORDER BY {outer_order}"
     );
     let rows = sql
         .query(&page_sql)

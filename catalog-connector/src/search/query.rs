@@ -41,17 +41,11 @@ impl Sql {
     }
 }
 
-/// One filter, as the set of asset ids it admits and as a test of one candidate id.
+/// One filter, as the set of asset ids it admits and as a test of one candidate row
+/// `s` of `asset_search`.
 struct Filter {
     set: String,
-    /// A condition on the id `{id}`: an indexed lookup, no list to build.
     test: String,
-}
-
-impl Filter {
-    fn test_of(&self, id: &str) -> String {
-        self.test.replace("{id}", id)
-    }
 }
 
 /// The filters of `q`, their values bound in `sql`.
@@ -61,9 +55,7 @@ fn filters(q: &SearchQuery, sql: &mut Sql) -> Vec<Filter> {
         let p = sql.bind(Param::Text(format!("{owner:#x}")));
         out.push(Filter {
             set: format!("SELECT id FROM asset_search WHERE owner = {p}"),
-            test: format!(
-                "EXISTS (SELECT 1 FROM asset_search o WHERE o.id = {{id}} AND o.owner = {p})"
-            ),
+            test: format!("s.owner = {p}"),
         });
     }
     let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
@@ -73,9 +65,7 @@ fn filters(q: &SearchQuery, sql: &mut Sql) -> Vec<Filter> {
         let p = sql.bind(Param::Text(tag));
         out.push(Filter {
             set: format!("SELECT id FROM asset_tags WHERE tag = {p}"),
-            test: format!(
-                "EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = {p} AND t.id = {{id}})"
-            ),
+            test: format!("EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = {p} AND t.id = s.id)"),
         });
     }
     if q.service.is_some() || q.min_price.is_some() || q.max_price.is_some() {
@@ -102,7 +92,7 @@ fn filters(q: &SearchQuery, sql: &mut Sql) -> Vec<Filter> {
         let on = on.join(" AND ");
         out.push(Filter {
             set: format!("SELECT v.id FROM asset_services v WHERE {on}"),
-            test: format!("EXISTS (SELECT 1 FROM asset_services v WHERE v.id = {{id}} AND {on})"),
+            test: format!("EXISTS (SELECT 1 FROM asset_services v WHERE v.id = s.id AND {on})"),
         });
     }
     out
@@ -171,7 +161,10 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         let count_sql = match filters.split_first() {
             None => "SELECT count(*) AS n FROM asset_search".to_string(),
             Some((first, rest)) => {
-                let others: Vec<String> = rest.iter().map(|f| f.test_of("f.id")).collect();
+                let others: Vec<String> = rest
+                    .iter()
+                    .map(|f| format!("f.id IN ({})", f.set))
+                    .collect();
                 format!(
                     "SELECT count(*) AS n FROM (SELECT DISTINCT id FROM ({}) f0) f {}",
                     first.set,
@@ -185,9 +178,11 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
             .map_err(db("counting search results"))?
             .get("n")
     } else {
-        // With text, each filter tests the ids the text matched, one indexed lookup
-        // each: the MATCH stays the driver, and no filter list is built.
-        conditions.extend(filters.iter().map(|f| f.test_of(id)));
+        // With text, filters test the text matches' ids. On FTS5 the id carries a
+        // unary `+`, so SQLite applies the filter to the matches instead of running
+        // the MATCH once per id in the filter's list.
+        let key = if fts { "+asset_fts.rowid" } else { "s.id" };
+        conditions.extend(filters.iter().map(|f| format!("{key} IN ({})", f.set)));
         let count_sql = format!("SELECT count(*) AS n FROM {from} {}", where_of(&conditions));
         sql.query(&count_sql)
             .fetch_one(store.pool())
@@ -219,13 +214,13 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         let assets = u128::try_from(max_id.unwrap_or(0)).unwrap_or(0);
         let walk = (u128::from(q.offset) + u128::from(limit)) * assets
             < u128::from(total) * u128::from(total);
-        for (i, f) in filters.iter().enumerate() {
-            conditions.push(if walk || i > 0 {
-                f.test_of("s.id")
+        conditions.extend(filters.iter().map(|f| {
+            if walk {
+                f.test.clone()
             } else {
                 format!("s.id IN ({})", f.set)
-            });
-        }
+            }
+        }));
     }
     let filter = where_of(&conditions);
 

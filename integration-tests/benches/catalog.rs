@@ -82,7 +82,7 @@ fn searches(r: u64, n: u64) -> Vec<(&'static str, SearchQuery)> {
             SearchQuery::new().with_owner(alloy::primitives::Address::with_last_byte(7)),
         ),
         (
-            "tags + service, page 50",
+            "tags + service, offset 1000",
             SearchQuery::new()
                 .with_tag("finance")
                 .with_service(ServiceType::Download)

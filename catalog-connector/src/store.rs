@@ -218,10 +218,7 @@ impl AssetStore {
     /// Records a new asset before it is registered on chain, so that a failed
     /// registration leaves a row to retry or remove rather than a file nobody knows of.
     pub async fn insert(&self, ddo: &Ddo, location: &StorageLocation) -> Result<()> {
-        ddo.validate()?;
-        let did = ddo.did.to_string();
-        let json = serde_json::to_string(ddo).map_err(|e| CatalogError::Invalid(e.to_string()))?;
-        let hash = ddo.metadata_hash()?.to_string();
+        let (did, json, hash) = encoded(ddo)?;
         let mut tx = self
             .pool
             .begin()
@@ -256,17 +253,7 @@ impl AssetStore {
         .execute(&mut *tx)
         .await
         .map_err(db("inserting the asset location"))?;
-        sqlx::query(
-            "INSERT INTO asset_versions (did, version, ddo, metadata_hash, created_at)
-             VALUES ($1, 1, $2, $3, $4)",
-        )
-        .bind(&did)
-        .bind(&json)
-        .bind(&hash)
-        .bind(ddo.created_at as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("recording the asset's first version"))?;
+        record_version(&mut tx, &did, 1, &json, &hash, ddo.created_at as i64).await?;
         tx.commit().await.map_err(db("committing the asset"))?;
         Ok(())
     }
@@ -304,10 +291,7 @@ impl AssetStore {
     /// new version, and reindexes it. The caller has already put the new hash on chain.
     /// Returns the new version number.
     pub async fn update(&self, ddo: &Ddo) -> Result<i64> {
-        ddo.validate()?;
-        let did = ddo.did.to_string();
-        let json = serde_json::to_string(ddo).map_err(|e| CatalogError::Invalid(e.to_string()))?;
-        let hash = ddo.metadata_hash()?.to_string();
+        let (did, json, hash) = encoded(ddo)?;
         let now = now_secs();
         let mut tx = self
             .pool
@@ -339,18 +323,7 @@ impl AssetStore {
         .execute(&mut *tx)
         .await
         .map_err(db("updating the asset"))?;
-        sqlx::query(
-            "INSERT INTO asset_versions (did, version, ddo, metadata_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&did)
-        .bind(version)
-        .bind(&json)
-        .bind(&hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("recording the new version"))?;
+        record_version(&mut tx, &did, version, &json, &hash, now).await?;
         crate::search::index::put(&mut tx, self.backend, ddo, now).await?;
         record_dataset_event(&mut tx, ddo, crate::lineage::LifecycleChange::Alter).await?;
         tx.commit().await.map_err(db("committing the update"))?;
@@ -532,6 +505,37 @@ impl AssetStore {
         })
         .transpose()
     }
+}
+
+/// A DDO checked and ready to store: its DID, canonical JSON and metadata hash.
+fn encoded(ddo: &Ddo) -> Result<(String, String, String)> {
+    ddo.validate()?;
+    let json = serde_json::to_string(ddo).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+    Ok((ddo.did.to_string(), json, ddo.metadata_hash()?.to_string()))
+}
+
+/// Appends one version of an asset's metadata to its history.
+async fn record_version(
+    conn: &mut sqlx::AnyConnection,
+    did: &str,
+    version: i64,
+    json: &str,
+    hash: &str,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO asset_versions (did, version, ddo, metadata_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(did)
+    .bind(version)
+    .bind(json)
+    .bind(hash)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("recording a version of the asset"))?;
+    Ok(())
 }
 
 /// Queues the DatasetEvent of a published or updated asset for every lineage receiver,

@@ -8,11 +8,15 @@ use serde_json::Value;
 use super::query_offer;
 use crate::flight_sql::policy::{order, query};
 
-#[tokio::test]
-async fn query_runs_are_recorded_start_to_end() {
-    let world = World::start().await.expect("world");
+/// A provider with lineage on, serving `batches` as the free query asset `name`.
+async fn lineage_provider(
+    world: &World,
+    name: &str,
+    batches: &[arrow::array::RecordBatch],
+    constraints: Option<&str>,
+) -> (Provider, insitu_ledger::Did) {
     let provider = Provider::start(
-        &world,
+        world,
         ProviderOptions {
             lineage: true,
             ..ProviderOptions::default()
@@ -20,17 +24,20 @@ async fn query_runs_are_recorded_start_to_end() {
     )
     .await
     .expect("provider");
-    let file = provider.path("people.parquet");
-    write_parquet(&file, &[people_batch().expect("batch")]).expect("parquet");
+    let file = provider.path(&format!("{name}.parquet"));
+    write_parquet(&file, batches).expect("parquet");
     let did = provider
-        .publish_constrained(
-            &file,
-            "people",
-            query_offer(0, None),
-            Some("row_limit = 50"),
-        )
+        .publish_constrained(&file, name, query_offer(0, None), constraints)
         .await
         .expect("publish");
+    (provider, did)
+}
+
+#[tokio::test]
+async fn query_runs_are_recorded_start_to_end() {
+    let world = World::start().await.expect("world");
+    let people = [people_batch().expect("batch")];
+    let (provider, did) = lineage_provider(&world, "people", &people, Some("row_limit = 50")).await;
     let agreement = order(&world, CONSUMER, did).await;
     let rows = query(
         &provider,
@@ -130,21 +137,8 @@ async fn a_query_abandoned_mid_stream_is_recorded_as_aborted() {
     use insitu_integration_tests::{account, token_with_scope};
 
     let world = World::start().await.expect("world");
-    let provider = Provider::start(
-        &world,
-        ProviderOptions {
-            lineage: true,
-            ..ProviderOptions::default()
-        },
-    )
-    .await
-    .expect("provider");
-    let file = provider.path("big.parquet");
-    write_parquet(&file, &sample_batches(1_000_000).expect("data")).expect("parquet");
-    let did = provider
-        .publish_constrained(&file, "big", query_offer(0, None), None)
-        .await
-        .expect("publish");
+    let big = sample_batches(1_000_000).expect("data");
+    let (provider, did) = lineage_provider(&world, "big", &big, None).await;
     let agreement = order(&world, CONSUMER, did).await;
     let token = token_with_scope(
         &world,

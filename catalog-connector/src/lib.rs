@@ -8,6 +8,7 @@
 //! ([`search`]) and keeps the OpenLineage outbox ([`lineage`]) in the same database, so
 //! a lineage event is recorded in the same place, and as durably, as the asset.
 
+mod audience;
 mod ddo;
 mod error;
 pub mod lineage;

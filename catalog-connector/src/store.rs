@@ -48,6 +48,13 @@ const SCHEMA: &[&str] = &[
         created_at BIGINT NOT NULL,
         PRIMARY KEY (did, version)
     )",
+    // Consumers an asset is served to, when it is not open to every entitled consumer
+    // (compute results). Private to the provider; see `audience.rs`.
+    "CREATE TABLE IF NOT EXISTS asset_audience (
+        did TEXT NOT NULL REFERENCES assets(did) ON DELETE CASCADE,
+        consumer TEXT NOT NULL,
+        PRIMARY KEY (did, consumer)
+    )",
 ];
 
 /// The backend behind a catalog URL.
@@ -362,6 +369,7 @@ impl AssetStore {
         crate::search::index::remove(&mut tx, self.backend, &did.to_string()).await?;
         for sql in [
             "DELETE FROM asset_versions WHERE did = $1",
+            "DELETE FROM asset_audience WHERE did = $1",
             "DELETE FROM service_constraints WHERE did = $1",
             "DELETE FROM asset_locations WHERE did = $1",
             "DELETE FROM assets WHERE did = $1",

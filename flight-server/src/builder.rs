@@ -36,6 +36,7 @@ pub struct FlightServiceBuilder {
     mask_key: Option<[u8; 32]>,
     lineage: Option<crate::sql::LineageSink>,
     search: Option<Arc<dyn insitu_catalog::CatalogStore>>,
+    actions: Vec<Arc<dyn crate::ActionHandler>>,
 }
 
 impl FlightServiceBuilder {
@@ -57,6 +58,7 @@ impl FlightServiceBuilder {
             mask_key: None,
             lineage: None,
             search: None,
+            actions: Vec::new(),
         }
     }
 
@@ -85,6 +87,12 @@ impl FlightServiceBuilder {
     /// serves from. An embedder with its own catalog puts it here.
     pub fn with_search(mut self, catalog: Arc<dyn insitu_catalog::CatalogStore>) -> Self {
         self.search = Some(catalog);
+        self
+    }
+
+    /// Mounts more `DoAction`s (compute jobs, training), behind the same authentication.
+    pub fn with_actions(mut self, handler: Arc<dyn crate::ActionHandler>) -> Self {
+        self.actions.push(handler);
         self
     }
 
@@ -141,9 +149,14 @@ impl FlightServiceBuilder {
             download,
             sql: sql.clone(),
             catalog: self.search.unwrap_or_else(|| Arc::new(catalog)),
+            actions: self.actions.clone(),
         };
-        let server = FlightServiceServer::new(router)
-            .max_decoding_message_size(self.max_decoding_message_size);
+        let max_message = self
+            .actions
+            .iter()
+            .map(|a| a.max_request_bytes())
+            .fold(self.max_decoding_message_size, usize::max);
+        let server = FlightServiceServer::new(router).max_decoding_message_size(max_message);
         Ok((AuthLayer::new(self.engine).layer(server), sql))
     }
 }

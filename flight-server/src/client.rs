@@ -12,7 +12,7 @@ use crate::error::{FlightError, Result};
 /// this leaves ample headroom.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-pub(crate) fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
+pub fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
     match e {
         arrow_flight::error::FlightError::Tonic(status) => match status.code() {
             tonic::Code::Unauthenticated => {
@@ -65,7 +65,7 @@ pub(crate) async fn connect_channel(endpoint: &str, ca_pem: Option<Vec<u8>>) -> 
 
 /// A Flight client on `endpoint` that sends `token` as a bearer token on every call and
 /// accepts messages up to [`MAX_MESSAGE`].
-pub(crate) async fn authenticated(
+pub async fn authenticated(
     endpoint: &str,
     token: &str,
     ca_pem: Option<Vec<u8>>,

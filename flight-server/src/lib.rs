@@ -13,6 +13,8 @@
 //! file per RPC), `sql/` (Flight SQL over a gated DataFusion session), `error` (the one
 //! place errors become `tonic::Status`).
 
+pub mod actions;
+mod audience;
 pub mod auth;
 mod builder;
 pub mod client;
@@ -28,6 +30,8 @@ mod source;
 pub mod sql;
 pub mod ticket;
 
+pub use actions::ActionHandler;
+pub use audience::CatalogAudience;
 pub use builder::{FlightServiceBuilder, InsituFlightService, TlsIdentity, serve_on, serve_on_tls};
 pub use descriptor::AssetRequest;
 pub use error::{FlightError, Result};

@@ -259,13 +259,8 @@ pub async fn update_asset(
     Ok(Updated { ddo, version, tx })
 }
 
-/// Publishes `req.file` (a local file) as a new asset owned by the ledger's account.
-pub async fn publish_asset(
-    ledger: &dyn Ledger,
-    catalog: &AssetStore,
-    req: PublishRequest,
-) -> Result<Published> {
-    let file = req.file.clone();
+/// Inspects a local file off the async runtime and returns its `file://` URL.
+async fn inspect_local(file: PathBuf) -> Result<(url::Url, FileInfo)> {
     let info = tokio::task::spawn_blocking(move || inspect_file(&file))
         .await
         .map_err(|e| FlightError::Internal(e.to_string()))??;
@@ -273,6 +268,16 @@ pub async fn publish_asset(
         .map_err(|e| invalid(format!("cannot resolve {}: {e}", info.path.display())))?;
     let url = url::Url::from_file_path(&absolute)
         .map_err(|_| invalid(format!("cannot make a file URL of {}", absolute.display())))?;
+    Ok((url, info))
+}
+
+/// Publishes `req.file` (a local file) as a new asset owned by the ledger's account.
+pub async fn publish_asset(
+    ledger: &dyn Ledger,
+    catalog: &AssetStore,
+    req: PublishRequest,
+) -> Result<Published> {
+    let (url, info) = inspect_local(req.file.clone()).await?;
     register(
         ledger,
         catalog,
@@ -282,6 +287,33 @@ pub async fn publish_asset(
         info.schema,
         Some(info.rows),
         info.bytes,
+        None,
+    )
+    .await
+}
+
+/// Publishes `req.file` as a new asset owned by `owner` and served to `owner` only: how
+/// a compute job's output becomes the consumer's asset. The provider registers it on
+/// chain with `registerFor` (the owner signs nothing and pays no gas), stays its only
+/// provider, and records the private audience before the asset is marked registered,
+/// so there is no moment at which another consumer could be served it.
+pub async fn publish_result(
+    ledger: &dyn Ledger,
+    catalog: &AssetStore,
+    req: PublishRequest,
+    owner: Address,
+) -> Result<Published> {
+    let (url, info) = inspect_local(req.file.clone()).await?;
+    register(
+        ledger,
+        catalog,
+        req,
+        url.to_string(),
+        info.format,
+        info.schema,
+        Some(info.rows),
+        info.bytes,
+        Some(owner),
     )
     .await
 }
@@ -378,6 +410,7 @@ pub async fn publish_object(
         schema,
         Some(rows),
         meta.size,
+        None,
     )
     .await
 }
@@ -405,12 +438,13 @@ async fn register(
     schema: SchemaRef,
     rows: Option<u64>,
     bytes: u64,
+    on_behalf_of: Option<Address>,
 ) -> Result<Published> {
-    let owner = ledger.account();
+    let owner = on_behalf_of.unwrap_or_else(|| ledger.account());
     let seed = B256::from(rand::random::<[u8; 32]>());
     let did = Did::derive(owner, seed);
-    let providers = if req.providers.is_empty() {
-        vec![owner]
+    let providers = if on_behalf_of.is_some() || req.providers.is_empty() {
+        vec![ledger.account()]
     } else {
         req.providers.clone()
     };
@@ -482,15 +516,25 @@ async fn register(
             }
         }
     }
-    let registered = ledger
-        .register_asset(RegisterAsset {
-            seed,
-            metadata_hash,
-            metadata_url: req.metadata_url,
-            providers,
-            services: req.services,
-        })
-        .await;
+    if let Some(owner) = on_behalf_of
+        && let Err(e) = catalog.set_audience(did, &[owner]).await
+    {
+        if let Err(cleanup) = catalog.remove(did).await {
+            tracing::error!(%did, error = %cleanup, "could not remove the unpublished asset");
+        }
+        return Err(FlightError::Internal(format!("storing the audience: {e}")));
+    }
+    let asset = RegisterAsset {
+        seed,
+        metadata_hash,
+        metadata_url: req.metadata_url,
+        providers,
+        services: req.services,
+    };
+    let registered = match on_behalf_of {
+        Some(owner) => ledger.register_asset_for(owner, asset).await,
+        None => ledger.register_asset(asset).await,
+    };
     let (chain_did, tx) = match registered {
         Ok(ok) => ok,
         Err(e) => {

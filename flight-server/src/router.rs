@@ -50,6 +50,7 @@ pub struct InsituFlight {
     pub(crate) download: GatedFlight,
     pub(crate) sql: SqlService,
     pub(crate) catalog: std::sync::Arc<dyn insitu_catalog::CatalogStore>,
+    pub(crate) actions: Vec<std::sync::Arc<dyn crate::ActionHandler>>,
 }
 
 type Stream<T> = BoxStream<'static, std::result::Result<T, Status>>;
@@ -252,6 +253,16 @@ impl FlightService for InsituFlight {
         if request.get_ref().r#type == SEARCH {
             return Ok(Response::new(result(self.search(&request).await?)));
         }
+        let kind = request.get_ref().r#type.clone();
+        if let Some(handler) = self
+            .actions
+            .iter()
+            .find(|h| h.actions().iter().any(|(t, _)| *t == kind))
+        {
+            let principal = SqlService::principal(&request).map_err(Status::from)?;
+            let body = handler.handle(principal, request.into_inner()).await?;
+            return Ok(Response::new(result(body)));
+        }
         let mut request = request;
         self.gate(&mut request).await?;
         let kind = request.get_ref().r#type.as_str();
@@ -329,12 +340,15 @@ impl FlightService for InsituFlight {
                 "Searches this provider's catalog: JSON SearchQuery in, JSON SearchPage out (token scope `search`).",
             ),
         ]
+        .into_iter()
+        .chain(self.actions.iter().flat_map(|h| h.actions()))
         .map(|(t, d)| {
             Ok(ActionType {
                 r#type: t.to_string(),
                 description: d.to_string(),
             })
-        });
+        })
+        .collect::<Vec<_>>();
         Ok(Response::new(Box::pin(futures::stream::iter(actions))))
     }
 

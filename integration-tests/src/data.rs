@@ -124,3 +124,33 @@ pub fn people_batch() -> Result<RecordBatch> {
         ],
     )?)
 }
+
+/// Copies one of scikit-learn's bundled CSVs of `../shared/data/sklearn/`
+/// (`breast_cancer.csv`, `wine_data.csv`: a first line `n_samples,n_features,classes…`,
+/// then numeric rows with the label last) to `dest` as a plain CSV with a header
+/// (`f0,…,f<n-1>,label`). Returns (rows, features).
+pub fn sklearn_table(file: &str, dest: &Path) -> Result<(usize, usize)> {
+    let src = crate::workspace_root()
+        .join("../shared/data/sklearn")
+        .join(file);
+    let text =
+        std::fs::read_to_string(&src).map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?;
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut head = first.split(',');
+    let rows: usize = head.next().unwrap_or_default().trim().parse()?;
+    let features: usize = head.next().unwrap_or_default().trim().parse()?;
+    let mut out = String::with_capacity(text.len() + 16 * features);
+    let names: Vec<String> = (0..features).map(|i| format!("f{i}")).collect();
+    out.push_str(&names.join(","));
+    out.push_str(",label\n");
+    let mut n = 0;
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        out.push_str(line.trim_end());
+        out.push('\n');
+        n += 1;
+    }
+    anyhow::ensure!(n == rows, "{file}: header says {rows} rows, found {n}");
+    std::fs::write(dest, out)?;
+    Ok((rows, features))
+}

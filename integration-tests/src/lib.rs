@@ -6,6 +6,7 @@
 
 pub mod anvil;
 pub mod catalog;
+pub mod compute;
 pub mod data;
 pub mod feast;
 pub mod postgres;
@@ -14,8 +15,8 @@ pub mod tpch;
 
 pub use anvil::{Anvil, TEST_MNEMONIC, account};
 pub use provider::{
-    CONSUMER, FEE_BPS, FEE_RECEIVER, OTHER_CONSUMER, PROVIDER, Provider, ProviderOptions, World,
-    collect, download, now, token_for, token_with_scope,
+    CONSUMER, ComputeOptions, FEE_BPS, FEE_RECEIVER, OTHER_CONSUMER, PROVIDER, Provider,
+    ProviderOptions, World, collect, download, now, token_for, token_with_scope,
 };
 
 use std::path::PathBuf;

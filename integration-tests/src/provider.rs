@@ -123,6 +123,18 @@ pub struct ProviderOptions {
     /// Record query runs as OpenLineage events, delivered to `lineage.jsonl` in the
     /// provider's directory by `Provider::deliver_lineage`.
     pub lineage: bool,
+    /// Run compute jobs (WASI sandbox) with this allow-list and these limits.
+    pub compute: Option<ComputeOptions>,
+}
+
+/// The compute service of a test provider.
+#[derive(Debug, Clone)]
+pub struct ComputeOptions {
+    /// Allowed module hashes (`sha256:<hex>`).
+    pub allow: Vec<String>,
+    /// Trusted publishers.
+    pub publishers: Vec<Address>,
+    pub limits: insitu_compute::SandboxLimits,
 }
 
 impl Default for ProviderOptions {
@@ -134,6 +146,7 @@ impl Default for ProviderOptions {
             query_limits: None,
             rules: None,
             lineage: false,
+            compute: None,
         }
     }
 }
@@ -147,6 +160,8 @@ pub struct Provider {
     pub audit: Arc<MemoryAuditLog>,
     /// The Flight SQL half, for its query statistics.
     pub sql: insitu_flight::SqlService,
+    /// The compute service, if compute is on.
+    pub compute: Option<insitu_compute::ComputeService>,
     /// Delivers the lineage outbox to `lineage.jsonl`, if lineage is on.
     pub lineage: Option<insitu_catalog::lineage::Dispatcher>,
     /// Where query runs are recorded, if lineage is on (`flush` before reading them).
@@ -166,18 +181,19 @@ impl Provider {
                 .build(),
         );
         let audit = Arc::new(MemoryAuditLog::default());
-        let mut policy = PolicyEngine::builder(ledger.clone(), verifier, audit.clone())
-            .with_cache_ttl(opts.cache_ttl);
-        if let Some(rules) = opts.rules.clone() {
-            policy = policy.with_rules(rules);
-        }
-        let engine = Arc::new(policy.build());
         let dir = tempfile::tempdir()?;
         let db = opts
             .catalog_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("catalog.db").display()));
         let catalog = AssetStore::open(&db).await?;
+        let mut policy = PolicyEngine::builder(ledger.clone(), verifier, audit.clone())
+            .with_cache_ttl(opts.cache_ttl)
+            .with_audience(Arc::new(insitu_flight::CatalogAudience(catalog.clone())));
+        if let Some(rules) = opts.rules.clone() {
+            policy = policy.with_rules(rules);
+        }
+        let engine = Arc::new(policy.build());
         let mut builder = FlightServiceBuilder::new(engine.clone(), catalog.clone());
         if let Some(limits) = opts.query_limits.clone() {
             builder = builder.with_query_limits(limits);
@@ -194,9 +210,38 @@ impl Provider {
             lineage = Some(dispatcher);
             lineage_sink = Some(sink);
         }
-        let (service, sql) = builder.build_parts()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
+        let mut compute = None;
+        if let Some(c) = &opts.compute {
+            let mut allow = insitu_compute::AllowList::new();
+            for h in &c.allow {
+                allow = allow.with_hash(h)?;
+            }
+            for p in &c.publishers {
+                allow = allow.with_publisher(*p);
+            }
+            let postgres = db.starts_with("postgres");
+            let store = insitu_compute::JobStore::open(catalog.pool().clone(), postgres).await?;
+            let service = insitu_compute::ComputeService::builder(
+                engine.clone(),
+                catalog.clone(),
+                store,
+                Arc::new(insitu_compute::WasmBackend::new()?),
+                dir.path().join("compute"),
+            )
+            .with_allow_list(allow)
+            .with_limits(c.limits.clone())
+            .with_lineage(opts.lineage)
+            .with_metadata_url(endpoint.clone())
+            .build()?;
+            service.recover().await?;
+            builder = builder.with_actions(Arc::new(insitu_compute::ComputeActions::new(
+                service.clone(),
+            )));
+            compute = Some(service);
+        }
+        let (service, sql) = builder.build_parts()?;
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = serve_on(listener, service, async {
@@ -210,6 +255,7 @@ impl Provider {
             catalog,
             audit,
             sql,
+            compute,
             lineage,
             lineage_sink,
             endpoint,

@@ -7,6 +7,7 @@ mod bad_input;
 mod catalog_postgres;
 mod catalog_search;
 mod common;
+mod compute;
 mod conformance;
 mod demo;
 mod flight_sql;

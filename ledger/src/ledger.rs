@@ -25,6 +25,14 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
 
     /// Registers a new asset owned by this ledger's account.
     async fn register_asset(&self, asset: RegisterAsset) -> Result<(Did, TxOutcome)>;
+    /// Registers a new asset owned by `owner` and served by this ledger's account alone
+    /// (`registerFor`): how a provider publishes a compute result for its consumer.
+    /// `asset.providers` is ignored.
+    async fn register_asset_for(
+        &self,
+        owner: Address,
+        asset: RegisterAsset,
+    ) -> Result<(Did, TxOutcome)>;
     /// Reads an asset from the registry; `None` if it was never registered.
     async fn asset(&self, did: Did) -> Result<Option<AssetRecord>>;
     /// Updates the public-metadata hash of an asset owned by this account.

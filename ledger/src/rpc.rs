@@ -307,6 +307,32 @@ impl Ledger for RpcLedger {
         Ok((did, outcome))
     }
 
+    async fn register_asset_for(
+        &self,
+        owner: Address,
+        asset: RegisterAsset,
+    ) -> Result<(Did, TxOutcome)> {
+        self.signer_account("registering an asset for its owner")?;
+        let services: Vec<_> = asset.services.iter().map(ServiceOffer::to_sol).collect();
+        let registry = self.registry();
+        let call = registry.registerFor(
+            owner,
+            asset.seed,
+            asset.metadata_hash,
+            asset.metadata_url.clone(),
+            services,
+        );
+        let action = "registering the asset for its owner";
+        let guard = self.send_lock.lock().await;
+        let pending = call
+            .send()
+            .await
+            .map_err(|e| fatal_or_unavailable(&self.endpoint, action, e))?;
+        drop(guard);
+        let (outcome, _) = self.finish(action, pending).await?;
+        Ok((Did::derive(owner, asset.seed), outcome))
+    }
+
     async fn asset(&self, did: Did) -> Result<Option<AssetRecord>> {
         let registry = self.registry();
         let owner = self

@@ -96,6 +96,13 @@ pub enum DenyReason {
         detail: String,
     },
     AuditUnavailable,
+    /// The asset is served to named consumers only (a compute result), and the caller
+    /// is not one of them.
+    NotInAudience {
+        did: Did,
+    },
+    /// The provider's catalog could not say who may read the asset.
+    CatalogUnavailable,
 }
 
 impl DenyReason {
@@ -103,7 +110,9 @@ impl DenyReason {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            DenyReason::ChainUnavailable { .. } | DenyReason::AuditUnavailable
+            DenyReason::ChainUnavailable { .. }
+                | DenyReason::AuditUnavailable
+                | DenyReason::CatalogUnavailable
         )
     }
 }
@@ -168,6 +177,15 @@ impl fmt::Display for DenyReason {
             }
             DenyReason::AuditUnavailable => {
                 write!(f, "the audit log is unavailable, so nothing is granted")
+            }
+            DenyReason::NotInAudience { did } => {
+                write!(f, "{did} is served to its owner only")
+            }
+            DenyReason::CatalogUnavailable => {
+                write!(
+                    f,
+                    "the provider's catalog is unavailable, so nothing is granted"
+                )
             }
         }
     }

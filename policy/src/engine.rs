@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use alloy::primitives::Address;
 use insitu_ledger::{Agreement, AgreementId, AgreementState, Did, Ledger, LedgerError};
 
+use crate::audience::AssetAudience;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::cache::GrantCache;
 use crate::decision::{Action, Decision, DenyReason, Grant};
@@ -26,6 +27,7 @@ pub struct PolicyEngine {
     /// `fulfill` transaction, not several (all but one of which would revert).
     fulfil_locks: Mutex<HashMap<AgreementId, Arc<tokio::sync::Mutex<()>>>>,
     rules: Option<Arc<ProviderRules>>,
+    audience: Option<Arc<dyn AssetAudience>>,
     stats: Counters,
 }
 
@@ -57,6 +59,7 @@ pub struct PolicyEngineBuilder {
     audit: Arc<dyn AuditLog>,
     cache_ttl: Duration,
     rules: Option<Arc<ProviderRules>>,
+    audience: Option<Arc<dyn AssetAudience>>,
 }
 
 impl PolicyEngineBuilder {
@@ -72,6 +75,12 @@ impl PolicyEngineBuilder {
         self
     }
 
+    /// Private audiences (compute results): consulted on every grant, failing closed.
+    pub fn with_audience(mut self, audience: Arc<dyn AssetAudience>) -> Self {
+        self.audience = Some(audience);
+        self
+    }
+
     pub fn build(self) -> PolicyEngine {
         PolicyEngine {
             ledger: self.ledger,
@@ -80,6 +89,7 @@ impl PolicyEngineBuilder {
             cache: GrantCache::new(self.cache_ttl),
             fulfil_locks: Mutex::new(HashMap::new()),
             rules: self.rules,
+            audience: self.audience,
             stats: Counters::default(),
         }
     }
@@ -117,6 +127,7 @@ impl PolicyEngine {
             audit,
             cache_ttl: Duration::from_secs(15),
             rules: None,
+            audience: None,
         }
     }
 
@@ -171,6 +182,18 @@ impl PolicyEngine {
         agreement: AgreementId,
     ) -> Decision {
         let mut decision = self.evaluate(principal, action, did, agreement).await;
+        if let (Decision::Allow(_), Some(audience)) = (&decision, &self.audience) {
+            match audience.audience(did).await {
+                Ok(Some(list)) if !list.contains(&principal.consumer) => {
+                    decision = Decision::Deny(DenyReason::NotInAudience { did });
+                }
+                Ok(_) => {}
+                Err(detail) => {
+                    tracing::error!(%did, error = %detail, "asset audience unreadable; denying");
+                    decision = Decision::Deny(DenyReason::CatalogUnavailable);
+                }
+            }
+        }
         if let (Decision::Allow(grant), Some(rules)) = (&decision, &self.rules)
             && let Err(denial) = rules.check(
                 principal.consumer,

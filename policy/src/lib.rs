@@ -10,6 +10,7 @@
 //! Failure modes are closed: if the chain or the audit log cannot answer, the answer is
 //! a denial that says why.
 
+mod audience;
 mod audit;
 mod budget;
 mod cache;
@@ -20,6 +21,7 @@ mod error;
 mod rules;
 mod token;
 
+pub use audience::AssetAudience;
 pub use audit::{AuditLog, AuditRecord, JsonlAuditLog, MemoryAuditLog, QueryAudit};
 pub use budget::{BudgetState, PrivacyBudgets};
 pub use constraints::{AggregateRule, Mask, Mechanism, PrivacyRule, QueryConstraints};

@@ -251,6 +251,36 @@ impl RunLifecycle {
         }
     }
 
+    /// A compute job: `algorithm` (its content hash) run over `inputs` under
+    /// `agreement`. The run id is the job id, so the events of a job resumed by a
+    /// restarted provider still belong to one run.
+    pub fn compute(
+        namespace: impl Into<String>,
+        job_id: uuid::Uuid,
+        algorithm: &str,
+        inputs: Vec<Dataset>,
+        agreement: Option<InsituAgreementRunFacet>,
+    ) -> Self {
+        let short: String = algorithm
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(16)
+            .collect();
+        RunLifecycle {
+            run_id: job_id,
+            job: Job {
+                namespace: namespace.into(),
+                name: format!("compute.{short}"),
+                facets: JobFacets {
+                    sql: None,
+                    job_type: Some(JobTypeJobFacet::new("COMPUTE")),
+                },
+            },
+            agreement,
+            inputs,
+        }
+    }
+
     pub fn run_id(&self) -> uuid::Uuid {
         self.run_id
     }
@@ -311,6 +341,30 @@ impl RunLifecycle {
     /// The consumer abandoned the run after `rows` and `bytes` were sent.
     pub fn abort(&self, rows: u64, bytes: u64) -> RunEvent {
         self.event(EventType::Abort, self.facets(), Some((rows, bytes)))
+    }
+
+    /// The run ended and published `outputs` (a compute job's result assets, each
+    /// with its row count and size).
+    pub fn complete_with_outputs(&self, outputs: Vec<(Dataset, u64, u64)>) -> RunEvent {
+        let mut event = self.event(EventType::Complete, self.facets(), None);
+        event.outputs = outputs
+            .into_iter()
+            .map(|(dataset, rows, bytes)| OutputDataset {
+                dataset,
+                output_facets: OutputFacets {
+                    output_statistics: Some(OutputStatisticsOutputDatasetFacet::new(
+                        Some(rows),
+                        Some(bytes),
+                    )),
+                },
+            })
+            .collect();
+        event
+    }
+
+    /// The run was cancelled before it produced anything.
+    pub fn cancelled(&self) -> RunEvent {
+        self.event(EventType::Abort, self.facets(), None)
     }
 
     pub fn fail(&self, message: &str) -> RunEvent {

@@ -156,6 +156,19 @@ fn every_event() -> Vec<(&'static str, Value)> {
         format!("{:#x}", Address::repeat_byte(0xdd)),
     );
     let input = publish.dataset.clone();
+    let compute = RunLifecycle::compute(
+        "insitu://provider/0x0101010101010101010101010101010101010101",
+        uuid::Uuid::new_v4(),
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        vec![input.clone()],
+        Some(agreement.clone()),
+    );
+    let result = DatasetEvent::for_asset(
+        &d,
+        "file:///srv/insitu/compute/results/job/summary.csv",
+        LifecycleChange::Create,
+    )
+    .dataset;
     let run = RunLifecycle::query(
         "insitu://provider/0x0101010101010101010101010101010101010101",
         "query-1",
@@ -173,6 +186,16 @@ fn every_event() -> Vec<(&'static str, Value)> {
         (
             "fail",
             as_json(&run.fail("rule `aggregate_only` refused the query")),
+        ),
+        ("compute start", as_json(&compute.start())),
+        (
+            "compute complete",
+            as_json(&compute.complete_with_outputs(vec![(result, 31, 4096)])),
+        ),
+        ("compute cancelled", as_json(&compute.cancelled())),
+        (
+            "compute fail",
+            as_json(&compute.fail("deadline exceeded: the algorithm ran longer than 2 s")),
         ),
     ]
 }

@@ -13,6 +13,7 @@
 
 mod agreement_for_another_asset;
 mod another_consumers_agreement;
+mod compute;
 mod do_get_without_a_ticket;
 mod expired_token;
 mod forged_signature;

@@ -386,6 +386,28 @@ impl Ledger for EmbeddedLedger {
         Ok((Did::derive(self.account, asset.seed), tx))
     }
 
+    async fn register_asset_for(
+        &self,
+        owner: Address,
+        asset: RegisterAsset,
+    ) -> Result<(Did, TxOutcome)> {
+        let call = AssetRegistry::registerForCall {
+            owner,
+            seed: asset.seed,
+            metadataHash: asset.metadata_hash,
+            metadataUrl: asset.metadata_url.clone(),
+            services: asset.services.iter().map(ServiceOffer::to_sol).collect(),
+        };
+        let (tx, _) = self.chain.send(
+            self.account,
+            self.contracts.registry,
+            call.abi_encode().into(),
+            U256::ZERO,
+            "registering the asset for its owner",
+        )?;
+        Ok((Did::derive(owner, asset.seed), tx))
+    }
+
     async fn asset(&self, did: Did) -> Result<Option<AssetRecord>> {
         let owner = self.chain.view(
             self.contracts.registry,

@@ -53,8 +53,23 @@ else
   echo "warning: no PostgreSQL server and no root to install it; the Postgres catalog test will fail"
 fi
 
+step "example compute algorithm (Rust, wasm32-wasip1)"
+# The compute tests run it in the WASI sandbox. Where the target cannot be installed,
+# they fall back to the hand-written examples/algorithms/fallback/input_size.wat.
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 \
+  || rustup target add wasm32-wasip1; then
+  cargo build --release --locked --target wasm32-wasip1 \
+    --manifest-path examples/algorithms/summary/Cargo.toml \
+    --target-dir "$CARGO_TARGET_DIR/../wasm-target"
+  export INSITU_EXAMPLE_WASM="$CARGO_TARGET_DIR/../wasm-target/wasm32-wasip1/release/insitu-example-summary.wasm"
+  echo "built $INSITU_EXAMPLE_WASM"
+else
+  echo "warning: the wasm32-wasip1 target is unavailable; compute tests use the .wat fallback"
+fi
+
 step "formatting and lints"
 cargo fmt --all --check
+cargo fmt --check --manifest-path examples/algorithms/summary/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build the insitu binary (the CLI tests run it)"

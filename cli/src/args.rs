@@ -46,6 +46,10 @@ pub enum Command {
     Get(GetArgs),
     /// Run SQL on an asset you hold a query agreement for, where the data lives (consumer).
     Query(QueryArgs),
+    /// Run an algorithm where the data lives, and follow, read and cancel jobs (consumer);
+    /// hash and approve algorithms (provider, publisher).
+    #[command(subcommand)]
+    Compute(ComputeCommand),
     /// Set what a query service lets out: columns, masks, row filter, aggregate-only,
     /// limits, templates, differential privacy (provider).
     Constraints(ConstraintsArgs),
@@ -133,6 +137,100 @@ pub enum KeysCommand {
     },
     /// Print the address of the configured key.
     Show {
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+}
+
+/// Where a compute job runs: the provider's endpoint and address (the token's audience).
+#[derive(Debug, Clone, Args)]
+pub struct ComputeRemote {
+    /// The provider's Flight endpoint.
+    #[arg(
+        long,
+        env = "INSITU_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// The provider's address. `submit` looks it up from the asset if it has one
+    /// provider; the job commands need it.
+    #[arg(long, env = "INSITU_PROVIDER")]
+    pub provider: Option<Address>,
+    /// PEM CA certificate to trust for an https:// endpoint (default: the web PKI).
+    #[arg(long, env = "INSITU_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComputeCommand {
+    /// Run an algorithm (a WASI module) on an asset you hold a compute agreement for.
+    Submit {
+        /// The asset's DID.
+        did: String,
+        /// The compute agreement (from `insitu order`).
+        #[arg(long)]
+        agreement: String,
+        /// The algorithm: a WebAssembly module built for wasm32-wasip1.
+        #[arg(long)]
+        algorithm: PathBuf,
+        /// A publisher's approval of the module (JSON from `insitu compute approve`).
+        #[arg(long)]
+        approval: Option<PathBuf>,
+        /// Follow the job until it ends, with a progress display.
+        #[arg(long)]
+        follow: bool,
+        /// Arguments passed to the algorithm (after `--args`).
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        remote: ComputeRemote,
+    },
+    /// A job's state and history; `--follow` shows progress until it ends.
+    Status {
+        job: String,
+        #[arg(long)]
+        follow: bool,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: ComputeRemote,
+    },
+    /// A job's stdout and stderr.
+    Logs {
+        job: String,
+        #[command(flatten)]
+        remote: ComputeRemote,
+    },
+    /// Cancel a job that has not ended.
+    Cancel {
+        job: String,
+        #[command(flatten)]
+        remote: ComputeRemote,
+    },
+    /// The assets a finished job published for you (order their download service to read them).
+    Result {
+        job: String,
+        #[command(flatten)]
+        remote: ComputeRemote,
+    },
+    /// Print a module's content hash, as a provider's allow-list takes it.
+    Hash { algorithm: PathBuf },
+    /// Sign an approval of a module as a publisher, for providers that trust you.
+    Approve {
+        algorithm: PathBuf,
+        /// How long the approval holds (`90d`, `24h`…).
+        #[arg(long, default_value = "90d")]
+        expires_in: String,
+        /// Where to write the approval (JSON); stdout if absent.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        chain: ChainArgs,
         #[command(flatten)]
         key: KeyArgs,
     },

@@ -38,6 +38,78 @@ pub struct ServeConfig {
     /// The catalog's JSON HTTP API for web front ends (`[catalog_api]`); off if absent.
     #[serde(default)]
     pub catalog_api: Option<CatalogApiConfig>,
+    /// Compute to the data (`[compute]`): consumers' algorithms in the WASI sandbox.
+    /// Off if absent.
+    #[serde(default)]
+    pub compute: Option<ComputeConfig>,
+}
+
+/// `[compute]`: which algorithms run, and under which limits. An empty allow-list runs
+/// nothing (deny by default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeConfig {
+    /// Module hashes allowed to run (`sha256:<hex>`, as `insitu compute hash` prints).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Publishers whose signed approvals (`insitu compute approve`) are trusted.
+    #[serde(default)]
+    pub publishers: Vec<Address>,
+    /// Wall time per job.
+    #[serde(default = "default_deadline")]
+    pub deadline_secs: u64,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u64,
+    /// Bytes a job may write under /out, in MiB.
+    #[serde(default = "default_output")]
+    pub output_mib: u64,
+    /// stdout + stderr kept per job, in KiB; more fails the job.
+    #[serde(default = "default_log")]
+    pub log_kib: u64,
+    /// Jobs running at once; the others wait, queued.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Staged inputs, outputs and results; default `<data_dir>/compute`.
+    pub work_dir: Option<PathBuf>,
+}
+
+fn default_deadline() -> u64 {
+    300
+}
+fn default_memory() -> u64 {
+    512
+}
+fn default_output() -> u64 {
+    256
+}
+fn default_log() -> u64 {
+    1024
+}
+fn default_concurrency() -> usize {
+    2
+}
+
+impl ComputeConfig {
+    pub fn limits(&self) -> insitu_compute::SandboxLimits {
+        insitu_compute::SandboxLimits::default()
+            .with_deadline(std::time::Duration::from_secs(self.deadline_secs.max(1)))
+            .with_memory_bytes(self.memory_mib.max(1) << 20)
+            .with_output_bytes(self.output_mib << 20)
+            .with_log_bytes(self.log_kib << 10)
+    }
+
+    pub fn allow_list(&self) -> Result<insitu_compute::AllowList> {
+        let mut list = insitu_compute::AllowList::new();
+        for (i, h) in self.allow.iter().enumerate() {
+            list = list
+                .with_hash(h)
+                .with_context(|| format!("invalid config: compute.allow[{i}]"))?;
+        }
+        for p in &self.publishers {
+            list = list.with_publisher(*p);
+        }
+        Ok(list)
+    }
 }
 
 /// One OpenLineage receiver.

@@ -264,3 +264,153 @@ async fn configured_assets_are_published_once_across_restarts() {
         "registered on chain"
     );
 }
+
+/// Kills `insitu serve` with SIGKILL while a compute job runs, starts it again, and
+/// checks that the job ends in a terminal state with nothing left of it on disk.
+#[tokio::test]
+async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
+    let work = tempfile::tempdir().expect("dir");
+    let dir = work.path();
+    run(dir, &["dev", "deploy", "--test-token"]).await;
+    std::fs::write(dir.join("grid.csv"), "x,y\n1,2\n3,4\n").expect("csv");
+    let did = run(
+        dir,
+        &[
+            "publish",
+            "grid.csv",
+            "--name",
+            "grid",
+            "--service",
+            "compute",
+        ],
+    )
+    .await;
+    let agreement = run(dir, &["order", &did, "--account-index", "1"]).await;
+    let spin = insitu_integration_tests::compute::attack_module("infinite_loop").expect("module");
+    std::fs::write(dir.join("spin.wat"), &spin).expect("module");
+    let hash = insitu_integration_tests::compute::hash_of(&spin);
+    std::fs::write(
+        dir.join("insitu.toml"),
+        format!(
+            "[chain]\nkind = \"embedded\"\n\n[compute]\nallow = [\"{hash}\"]\ndeadline_secs = 600\n"
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let provider = account(PROVIDER).address().to_string();
+    let start = |dir: &Path| {
+        let mut c = insitu(dir);
+        c.args([
+            "serve",
+            "--config",
+            "insitu.toml",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+        c
+    };
+    let wait_up = || async {
+        for _ in 0..600 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("serve did not start");
+    };
+    let mut server = start(dir).spawn().expect("serve");
+    wait_up().await;
+    let remote = [
+        "--endpoint",
+        &endpoint,
+        "--provider",
+        &provider,
+        "--account-index",
+        "1",
+    ];
+    let submitted = run(
+        dir,
+        &[
+            &[
+                "compute",
+                "submit",
+                &did,
+                "--agreement",
+                &agreement,
+                "--algorithm",
+                "spin.wat",
+            ][..],
+            &remote[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let job = submitted
+        .split_whitespace()
+        .nth(1)
+        .expect("job id")
+        .to_string();
+    loop {
+        let s = job_status(dir, &job, &endpoint, &provider).await;
+        match s["job"]["state"].as_str() {
+            Some("running") => break,
+            Some("queued" | "staging") => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("unexpected state {other:?}: {s}"),
+        }
+    }
+    let job_dir = dir.join("compute/jobs").join(&job);
+    assert!(
+        job_dir.exists(),
+        "the running job's staged input is on disk"
+    );
+    server.kill().await.expect("SIGKILL serve");
+    server.wait().await.expect("reaped");
+
+    let mut server = start(dir).spawn().expect("serve again");
+    wait_up().await;
+    let s = job_status(dir, &job, &endpoint, &provider).await;
+    assert_eq!(s["job"]["state"], "failed", "{s}");
+    assert!(
+        s["job"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("provider restarted"),
+        "{s}"
+    );
+    assert!(!job_dir.exists(), "the job's directory was removed");
+    let left = std::fs::read_dir(dir.join("compute/jobs"))
+        .expect("jobs")
+        .count();
+    assert_eq!(left, 0, "no orphaned job directories");
+    server.kill().await.expect("kill");
+}
+
+/// `insitu compute status JOB --json`, as the consumer.
+async fn job_status(dir: &Path, job: &str, endpoint: &str, provider: &str) -> serde_json::Value {
+    let out = run(
+        dir,
+        &[
+            "compute",
+            "status",
+            job,
+            "--json",
+            "--endpoint",
+            endpoint,
+            "--provider",
+            provider,
+            "--account-index",
+            "1",
+        ],
+    )
+    .await;
+    serde_json::from_str(&out).expect("status json")
+}

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the helpers they share.
 
+pub mod compute;
 pub mod constraints;
 pub mod demo;
 pub mod dev;

@@ -83,8 +83,13 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
             .build(),
     );
     let audit = Arc::new(JsonlAuditLog::open(&audit_path).await?);
+    super::publish::ensure_catalog_dir(&catalog_url)?;
+    let catalog = AssetStore::open(&catalog_url)
+        .await
+        .context("opening the catalog")?;
     let mut policy = PolicyEngine::builder(ledger.clone(), verifier, audit)
-        .with_cache_ttl(Duration::from_secs(limits.grant_cache_secs));
+        .with_cache_ttl(Duration::from_secs(limits.grant_cache_secs))
+        .with_audience(Arc::new(insitu_flight::CatalogAudience(catalog.clone())));
     if let Some(r) = &cfg.rules {
         let rules = Arc::new(
             insitu_policy::ProviderRules::from_files(&r.policies, r.entities.as_deref())
@@ -96,10 +101,6 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     }
     let engine = Arc::new(policy.build());
     let mask_key = mask_key(&a.chain.data_dir)?;
-    super::publish::ensure_catalog_dir(&catalog_url)?;
-    let catalog = AssetStore::open(&catalog_url)
-        .await
-        .context("opening the catalog")?;
     let storage = insitu_flight::StorageOptions::new(cfg.storage.options).with_environment();
     let public_endpoint = format!("grpc://{listen}");
     for (i, asset) in cfg.assets.iter().enumerate() {
@@ -147,6 +148,39 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
         sink = Some(s);
         tracing::info!(receivers = ?d.receivers(), "lineage delivery on");
         d.clone().spawn(Duration::from_secs(1));
+    }
+    if let Some(c) = &cfg.compute {
+        let work_dir = c
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| a.chain.data_dir.join("compute"));
+        let jobs = insitu_compute::JobStore::open(
+            catalog.pool().clone(),
+            catalog_url.starts_with("postgres"),
+        )
+        .await?;
+        let compute = insitu_compute::ComputeService::builder(
+            engine.clone(),
+            catalog.clone(),
+            jobs,
+            Arc::new(insitu_compute::WasmBackend::new()?),
+            work_dir,
+        )
+        .with_allow_list(c.allow_list()?)
+        .with_limits(c.limits())
+        .with_concurrency(c.concurrency)
+        .with_storage_options(storage.clone())
+        .with_lineage(true)
+        .with_metadata_url(public_endpoint.clone())
+        .build()?;
+        let recovered = compute.recover().await?;
+        tracing::info!(
+            allowed = c.allow.len(),
+            publishers = c.publishers.len(),
+            recovered,
+            "compute on (WASI sandbox)"
+        );
+        builder = builder.with_actions(Arc::new(insitu_compute::ComputeActions::new(compute)));
     }
     let service = builder
         .with_storage_options(storage)

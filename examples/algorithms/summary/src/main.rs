@@ -124,10 +124,14 @@ fn run() -> Result<(), String> {
     let mut csv = BufWriter::new(
         File::create(out.join("summary.csv")).map_err(|e| format!("summary.csv: {e}"))?,
     );
-    writeln!(csv, "input,column,data_type,count,nulls,min,max,mean,stddev")
-        .map_err(|e| e.to_string())?;
+    writeln!(
+        csv,
+        "input,column,data_type,count,nulls,min,max,mean,stddev"
+    )
+    .map_err(|e| e.to_string())?;
     for input in &manifest.inputs {
-        let file = File::open(local(&data, &input.path)).map_err(|e| format!("{}: {e}", input.path))?;
+        let file =
+            File::open(local(&data, &input.path)).map_err(|e| format!("{}: {e}", input.path))?;
         let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(file), None)
             .map_err(|e| format!("{}: {e}", input.path))?;
         let schema = reader.schema();
@@ -154,7 +158,11 @@ fn run() -> Result<(), String> {
         }
         for (field, s) in schema.fields().iter().zip(&stats) {
             let (min, max, mean, sd) = if s.numeric && s.n > 0 {
-                let var = if s.n > 1 { s.m2 / (s.n - 1) as f64 } else { 0.0 };
+                let var = if s.n > 1 {
+                    s.m2 / (s.n - 1) as f64
+                } else {
+                    0.0
+                };
                 (
                     s.min.to_string(),
                     s.max.to_string(),

@@ -75,6 +75,15 @@ pub struct ComputeScene {
 impl ComputeScene {
     /// Starts anvil and the provider; `limits` are the sandbox's.
     pub async fn start(limits: SandboxLimits, lineage: bool) -> Result<ComputeScene> {
+        Self::start_with(limits, lineage, vec![]).await
+    }
+
+    /// Like [`ComputeScene::start`], also trusting `publishers`' approvals.
+    pub async fn start_with(
+        limits: SandboxLimits,
+        lineage: bool,
+        publishers: Vec<Address>,
+    ) -> Result<ComputeScene> {
         let (example, example_is_rust) = example_algorithm()?;
         let mut allow = vec![hash_of(&example)];
         for a in ATTACKS {
@@ -87,7 +96,7 @@ impl ComputeScene {
                 lineage,
                 compute: Some(ComputeOptions {
                     allow,
-                    publishers: vec![],
+                    publishers,
                     limits,
                 }),
                 ..ProviderOptions::default()

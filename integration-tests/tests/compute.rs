@@ -281,3 +281,56 @@ async fn jobs_are_private_cancellable_and_need_a_compute_grant() {
         .await;
     assert!(matches!(r, Err(ComputeError::Invalid(_))), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_publishers_approval_admits_an_unlisted_module() {
+    let publisher = account(insitu_integration_tests::FEE_RECEIVER);
+    let scene =
+        ComputeScene::start_with(SandboxLimits::default(), false, vec![publisher.address()])
+            .await
+            .expect("scene");
+    let agreement = scene.order(CONSUMER, scene.asset).await.expect("order");
+    let mut client = scene.client(CONSUMER).await.expect("client");
+    // Not on the list by hash: a small module that writes one CSV row.
+    let module = br#"(module
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 100) "ok.csv")
+      (data (i32.const 200) "ok\n1\n")
+      (func (export "_start")
+        (drop (call $open (i32.const 4) (i32.const 0) (i32.const 100) (i32.const 6)
+                 (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 12)))
+        (i32.store (i32.const 0) (i32.const 200))
+        (i32.store (i32.const 4) (i32.const 5))
+        (drop (call $write (i32.load (i32.const 12)) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let d = &scene.world.deployed;
+    let domain = insitu_ledger::eip712::insitu_domain(d.chain_id, d.addresses.agreements);
+    let expires = insitu_integration_tests::now() + 3600;
+    let approval = insitu_compute::approve(&publisher, &domain, module, expires).expect("approve");
+    let request = |approval| insitu_compute::SubmitRequest {
+        did: scene.asset,
+        agreement,
+        algorithm: module.to_vec(),
+        args: vec![],
+        approval,
+    };
+    // Without the approval: refused. With a stranger's: refused. With the publisher's: runs.
+    let r = client.submit(&request(None)).await;
+    assert!(matches!(r, Err(ComputeError::Denied(_))), "{r:?}");
+    let stranger = account(OTHER_CONSUMER);
+    let forged = insitu_compute::approve(&stranger, &domain, module, expires).expect("sign");
+    let r = client.submit(&request(Some(forged))).await;
+    assert!(
+        matches!(&r, Err(ComputeError::Denied(m)) if m.contains("does not trust")),
+        "{r:?}"
+    );
+    let job = client
+        .submit(&request(Some(approval)))
+        .await
+        .expect("approved");
+    let (_, done) = follow(&mut client, job.id, LIMIT).await.expect("follow");
+    assert_eq!(done.state, JobState::Succeeded, "{:?}", done.error);
+    assert_eq!(done.results.len(), 1);
+}

@@ -310,6 +310,60 @@ async fn error_cases(chain: Chain) {
     reverted_with(provider.fulfill(&cheaper).await, "TermsMismatch");
 }
 
+/// A provider registers an asset for a consumer (a compute result): the consumer owns
+/// it, the provider alone serves it, and the DID is the owner's.
+async fn register_for_an_owner(chain: Chain) {
+    let provider = chain.ledger(PROVIDER).await;
+    let owner = account(CONSUMER).address();
+    let seed = B256::repeat_byte(0x42);
+    let (did, tx) = provider
+        .register_asset_for(
+            owner,
+            RegisterAsset {
+                seed,
+                metadata_hash: B256::repeat_byte(0xaa),
+                metadata_url: "http://127.0.0.1:50051".into(),
+                providers: vec![],
+                services: vec![offer(0, None)],
+            },
+        )
+        .await
+        .expect("registerFor");
+    assert!(tx.gas_used > 0);
+    assert_eq!(did, Did::derive(owner, seed));
+    let record = provider
+        .asset(did)
+        .await
+        .expect("read")
+        .expect("registered");
+    assert_eq!(record.owner, owner);
+    assert_eq!(record.providers, vec![account(PROVIDER).address()]);
+    // The same seed for the same owner is taken.
+    let again = provider
+        .register_asset_for(
+            owner,
+            RegisterAsset {
+                seed,
+                metadata_hash: B256::repeat_byte(0xbb),
+                metadata_url: String::new(),
+                providers: vec![],
+                services: vec![offer(0, None)],
+            },
+        )
+        .await;
+    reverted_with(again, "AssetExists");
+}
+
+#[tokio::test]
+async fn rpc_ledger_registers_for_an_owner() {
+    register_for_an_owner(Chain::anvil().await).await;
+}
+
+#[tokio::test]
+async fn embedded_ledger_registers_for_an_owner() {
+    register_for_an_owner(Chain::embedded()).await;
+}
+
 #[tokio::test]
 async fn rpc_ledger_orders_fulfils_and_entitles() {
     order_fulfil_and_entitlement(Chain::anvil().await).await;

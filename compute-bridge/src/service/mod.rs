@@ -251,11 +251,21 @@ impl ComputeService {
         }
     }
 
-    /// Accepts a job: checks the request, the agreement (through the policy engine, like
-    /// every other use), then the allow-list, records the job and starts it.
+    /// Accepts a job: checks the request, the allow-list, then the agreement (through
+    /// the policy engine, like every other use), records the job and starts it.
     pub async fn submit(&self, principal: &Principal, req: SubmitRequest) -> Result<JobRecord> {
         let inner = &self.inner;
         validate(&req, inner.max_module_bytes)?;
+        // The allow-list first: a refused algorithm must not open (and pay out) the
+        // agreement, which the first granted use does. Which algorithms a provider runs
+        // is no secret; consumers need to know it to write one.
+        let (code_hash, shown) = algorithm_hash(&req.algorithm);
+        inner.allow.check(
+            code_hash,
+            req.approval.as_ref(),
+            &inner.domain,
+            crate::job::now_ms() / 1000,
+        )?;
         let grant = match inner
             .engine
             .decide(principal, Action::Compute, req.did, req.agreement)
@@ -267,13 +277,6 @@ impl ComputeService {
             }
             Decision::Deny(reason) => return Err(ComputeError::Denied(reason.to_string())),
         };
-        let (code_hash, shown) = algorithm_hash(&req.algorithm);
-        inner.allow.check(
-            code_hash,
-            req.approval.as_ref(),
-            &inner.domain,
-            crate::job::now_ms() / 1000,
-        )?;
         let asset = inner
             .catalog
             .get(grant.did)

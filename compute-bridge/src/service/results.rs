@@ -134,3 +134,31 @@ fn outputs(out: &Path) -> Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_gate_takes_tabular_files_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert!(outputs(dir.path()).is_err(), "no output is an error");
+        std::fs::write(dir.path().join("b.csv"), "x\n1\n").expect("write");
+        std::fs::write(dir.path().join("a.parquet"), b"PAR1").expect("write");
+        assert_eq!(
+            outputs(dir.path()).expect("tabular"),
+            vec!["a.parquet".to_string(), "b.csv".to_string()]
+        );
+        std::fs::write(dir.path().join("model.bin"), b"\0").expect("write");
+        let refused = outputs(dir.path()).expect_err("a binary file");
+        assert!(refused.to_string().contains("model.bin"), "{refused}");
+        std::fs::remove_file(dir.path().join("model.bin")).expect("rm");
+        std::fs::create_dir(dir.path().join("nested")).expect("mkdir");
+        assert!(outputs(dir.path()).is_err(), "directories are refused");
+        std::fs::remove_dir(dir.path().join("nested")).expect("rmdir");
+        for i in 0..=MAX_RESULTS {
+            std::fs::write(dir.path().join(format!("r{i}.csv")), "x\n").expect("write");
+        }
+        assert!(outputs(dir.path()).is_err(), "too many results");
+    }
+}

@@ -104,6 +104,15 @@ async fn an_unlisted_algorithm_is_refused_before_it_runs() {
         ComputeError::Denied(m) => assert!(m.contains("not on this provider's allow-list"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // The refusal came before the agreement was used: it is still locked, its escrow
+    // not paid out.
+    let ledger = scene.world.ledger(CONSUMER).await.expect("ledger");
+    let state = insitu_ledger::Ledger::agreement(&ledger, agreement)
+        .await
+        .expect("read")
+        .expect("known")
+        .state;
+    assert_eq!(state, insitu_ledger::AgreementState::Locked);
     assert!(
         !scene
             .provider

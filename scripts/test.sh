@@ -14,6 +14,9 @@ cd "$root"
 # Build outputs live outside the clone so CI runs on the same machine reuse them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/insitu/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A one-shot build gains nothing from incremental compilation, which costs disk (tens
+# of GiB across the workspace's test targets) and time.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n== %s\n' "$*"; }
 

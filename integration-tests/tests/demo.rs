@@ -39,6 +39,10 @@ async fn the_demo_completes_without_node_npm_or_anvil_on_the_path() {
         "{stdout}"
     );
     assert!(stdout.contains("only queries are allowed"), "{stdout}");
+    // Alice's algorithm ran where the data is; its result is hers alone.
+    assert!(stdout.contains("succeeded in"), "{stdout}");
+    assert!(stdout.contains("owned by alice"), "{stdout}");
+    assert!(stdout.contains("is served to its owner only"), "{stdout}");
     // ../shared/data is beside the repository in CI and development checkouts.
     assert!(stdout.contains("sklearn.digits 1797 rows"), "{stdout}");
     // The state it kept is a real, resumable chain.

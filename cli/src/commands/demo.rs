@@ -62,7 +62,7 @@ fn short(a: Address) -> String {
     format!("{}…{}", &s[..6], &s[s.len() - 4..])
 }
 
-fn short_hash(h: impl std::fmt::Display) -> String {
+pub(crate) fn short_hash(h: impl std::fmt::Display) -> String {
     let s = h.to_string();
     if s.len() > 14 {
         format!("{}…{}", &s[..10], &s[s.len() - 4..])
@@ -71,11 +71,11 @@ fn short_hash(h: impl std::fmt::Display) -> String {
     }
 }
 
-struct Person {
-    name: &'static str,
-    address: Address,
-    ledger: EmbeddedLedger,
-    signer: alloy::signers::local::PrivateKeySigner,
+pub(crate) struct Person {
+    pub(crate) name: &'static str,
+    pub(crate) address: Address,
+    pub(crate) ledger: EmbeddedLedger,
+    pub(crate) signer: alloy::signers::local::PrivateKeySigner,
 }
 
 fn person(chain: &Arc<EmbeddedChain>, name: &'static str, index: u32) -> Result<Person> {
@@ -180,11 +180,11 @@ fn sklearn_to_parquet(csv: &Path, out: &Path) -> Result<usize> {
 
 /// Where consumers download from: the provider's endpoint and the deployment their
 /// tokens are bound to.
-struct Storefront {
-    endpoint: String,
-    provider: Address,
-    chain_id: u64,
-    agreements: Address,
+pub(crate) struct Storefront {
+    pub(crate) endpoint: String,
+    pub(crate) provider: Address,
+    pub(crate) chain_id: u64,
+    pub(crate) agreements: Address,
 }
 
 impl Storefront {
@@ -205,7 +205,7 @@ impl Storefront {
     }
 
     /// Downloads `did` under `agreement` as `who`; returns rows and Arrow bytes.
-    async fn download(
+    pub(crate) async fn download(
         &self,
         who: &Person,
         did: Did,
@@ -369,7 +369,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         provider.name
     );
     let free = publish(
-        customer_path,
+        customer_path.clone(),
         "tpch.customer",
         "TPC-H customers",
         offer(U256::ZERO, None),
@@ -472,9 +472,17 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         .build(),
     );
     let audit = Arc::new(JsonlAuditLog::open(dir.join("audit.jsonl")).await?);
-    let engine =
-        Arc::new(PolicyEngine::builder(Arc::new(provider.ledger.clone()), verifier, audit).build());
-    let service = FlightServiceBuilder::new(engine, catalog.clone()).build()?;
+    let engine = Arc::new(
+        PolicyEngine::builder(Arc::new(provider.ledger.clone()), verifier, audit)
+            .with_audience(Arc::new(insitu_flight::CatalogAudience(catalog.clone())))
+            .build(),
+    );
+    let compute =
+        super::demo_compute::service(engine.clone(), &catalog, dir.join("compute"), &endpoint)
+            .await?;
+    let service = FlightServiceBuilder::new(engine, catalog.clone())
+        .with_actions(Arc::new(compute))
+        .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_on(listener, service, async {
         let _ = stopped.await;
@@ -567,6 +575,14 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         Ok(_) => bail!("bob's query session could write a file: this is a bug"),
         Err(e) => crate::output::outln!("   copying the rows out: {e}"),
     }
+    let compute_asset = publish(
+        customer_path,
+        "tpch.customer compute",
+        "TPC-H customers: algorithms run here, the rows never leave",
+        super::demo_compute::offer(),
+    )
+    .await?;
+    super::demo_compute::run(&shop, &alice, &bob, compute_asset.did).await?;
     let _ = stop.send(());
     let _ = server.await;
     let flight_time = flight_started.elapsed();

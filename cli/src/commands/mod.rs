@@ -3,6 +3,7 @@
 pub mod compute;
 pub mod constraints;
 pub mod demo;
+mod demo_compute;
 pub mod dev;
 pub mod get;
 pub mod init;

@@ -140,11 +140,10 @@ impl JobStore {
         let now = now_ms() as i64;
         let sql = format!(
             "UPDATE compute_jobs SET state = $1, updated_at = $2,
-                error = CASE WHEN $3 = 'failed' THEN $4 ELSE error END,
-                results = COALESCE($5, results)
-             WHERE id = $6 AND state IN ({})",
+                error = COALESCE($3, error), results = COALESCE($4, results)
+             WHERE id = $5 AND state IN ({})",
             (0..from.len())
-                .map(|i| format!("${}", i + 7))
+                .map(|i| format!("${}", i + 6))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -159,11 +158,12 @@ impl JobStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
+        // Only a failure's detail is the job's error; other details go to the history.
+        let error = detail.filter(|_| to == JobState::Failed);
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(to.as_str())
             .bind(now)
-            .bind(to.as_str())
-            .bind(detail.map(str::to_string))
+            .bind(error.map(str::to_string))
             .bind(results_json)
             .bind(id.to_string());
         for s in from {

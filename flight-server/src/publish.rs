@@ -277,19 +277,7 @@ pub async fn publish_asset(
     catalog: &AssetStore,
     req: PublishRequest,
 ) -> Result<Published> {
-    let (url, info) = inspect_local(req.file.clone()).await?;
-    register(
-        ledger,
-        catalog,
-        req,
-        url.to_string(),
-        info.format,
-        info.schema,
-        Some(info.rows),
-        info.bytes,
-        None,
-    )
-    .await
+    publish_local(ledger, catalog, req, None).await
 }
 
 /// Publishes `req.file` as a new asset owned by `owner` and served to `owner` only: how
@@ -303,6 +291,17 @@ pub async fn publish_result(
     req: PublishRequest,
     owner: Address,
 ) -> Result<Published> {
+    publish_local(ledger, catalog, req, Some(owner)).await
+}
+
+/// Inspects the local file `req.file` and registers it, for the ledger's account or on
+/// behalf of `owner`.
+async fn publish_local(
+    ledger: &dyn Ledger,
+    catalog: &AssetStore,
+    req: PublishRequest,
+    owner: Option<Address>,
+) -> Result<Published> {
     let (url, info) = inspect_local(req.file.clone()).await?;
     register(
         ledger,
@@ -313,7 +312,7 @@ pub async fn publish_result(
         info.schema,
         Some(info.rows),
         info.bytes,
-        Some(owner),
+        owner,
     )
     .await
 }

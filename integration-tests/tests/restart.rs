@@ -39,6 +39,11 @@ async fn run(dir: &Path, args: &[&str]) -> String {
 }
 
 async fn serve(dir: &Path, port: u16) -> Child {
+    serve_with(dir, port, &[]).await
+}
+
+/// `insitu serve` with `extra` arguments, once it listens on `port`.
+async fn serve_with(dir: &Path, port: u16, extra: &[&str]) -> Child {
     let child = insitu(dir)
         .args([
             "serve",
@@ -47,6 +52,7 @@ async fn serve(dir: &Path, port: u16) -> Child {
             "--admin-listen",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -299,36 +305,8 @@ async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let provider = account(PROVIDER).address().to_string();
-    let start = |dir: &Path| {
-        let mut c = insitu(dir);
-        c.args([
-            "serve",
-            "--config",
-            "insitu.toml",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-        c
-    };
-    let wait_up = || async {
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("serve did not start");
-    };
-    let mut server = start(dir).spawn().expect("serve");
-    wait_up().await;
+    let config = ["--config", "insitu.toml"];
+    let mut server = serve_with(dir, port, &config).await;
     let remote = [
         "--endpoint",
         &endpoint,
@@ -375,8 +353,7 @@ async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
     server.kill().await.expect("SIGKILL serve");
     server.wait().await.expect("reaped");
 
-    let mut server = start(dir).spawn().expect("serve again");
-    wait_up().await;
+    let mut server = serve_with(dir, port, &config).await;
     let s = job_status(dir, &job, &endpoint, &provider).await;
     assert_eq!(s["job"]["state"], "failed", "{s}");
     assert!(

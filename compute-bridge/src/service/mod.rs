@@ -432,22 +432,6 @@ impl ComputeService {
     pub fn max_module_bytes(&self) -> usize {
         self.inner.max_module_bytes
     }
-
-    /// Waits until `id` has ended (for tests and the CLI's local mode).
-    pub async fn wait(&self, id: JobId) -> Result<JobRecord> {
-        loop {
-            let job = self
-                .inner
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| ComputeError::NotFound(id.to_string()))?;
-            if job.state.is_terminal() {
-                return Ok(job);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
 }
 
 fn validate(req: &SubmitRequest, max_module: usize) -> Result<()> {

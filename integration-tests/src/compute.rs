@@ -59,6 +59,7 @@ pub const ATTACKS: &[&str] = &[
     "memory_bomb",
     "output_quota",
     "stdout_flood",
+    "bad_output",
 ];
 
 /// A provider with compute on and a compute-only asset (breast_cancer.csv).

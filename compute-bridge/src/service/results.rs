@@ -77,9 +77,12 @@ pub(crate) async fn publish(
         let done = publish_result(inner.ledger.as_ref(), &inner.catalog, request, job.consumer)
             .await
             .map_err(|e| match e {
-                insitu_flight::FlightError::InvalidRequest(m) => {
-                    ComputeError::Invalid(format!("output {name} could not be published: {m}"))
-                }
+                // The message names the file by its place on the provider's disk; the
+                // consumer sees the name its algorithm wrote.
+                insitu_flight::FlightError::InvalidRequest(m) => ComputeError::Invalid(format!(
+                    "output {name} could not be published: {}",
+                    m.replace(&kept.display().to_string(), &format!("/out/{name}"))
+                )),
                 other => ComputeError::Internal(format!("publishing output {name}: {other}")),
             })?;
         let url = url::Url::from_file_path(&kept)

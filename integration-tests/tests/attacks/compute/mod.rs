@@ -86,6 +86,19 @@ async fn algorithms_cannot_escape_the_sandbox() {
     assert!(error.contains("log limit exceeded"), "{error}");
     assert!(logs.len() <= 64 << 10, "{} log bytes kept", logs.len());
 
+    // An output the gate refuses: the error names it as the algorithm wrote it, never
+    // by the provider's own paths.
+    let (error, _) = contained(&scene, agreement, "bad_output").await;
+    assert!(
+        error.contains("output bad.csv could not be published"),
+        "{error}"
+    );
+    let provider_dir = scene.provider.data_dir().display().to_string();
+    assert!(
+        !error.contains(&provider_dir),
+        "a provider path leaked: {error}"
+    );
+
     still_serves(&scene, agreement).await;
 }
 

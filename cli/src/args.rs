@@ -234,6 +234,70 @@ pub enum ComputeCommand {
         #[command(flatten)]
         key: KeyArgs,
     },
+    /// Steps inside a cluster run's pod (the runner image's entry points).
+    #[command(subcommand, hide = true)]
+    Pod(PodCommand),
+}
+
+/// The steps inside a cluster run's pod: the entry points of the runner image, which
+/// the provider's Kubernetes backend writes into each Job. Not for people.
+#[derive(Debug, Subcommand)]
+pub enum PodCommand {
+    /// Fetch the run's staged input and module from the provider's gateway.
+    Stage {
+        #[command(flatten)]
+        gateway: PodGatewayArgs,
+        #[arg(long, default_value = "/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "/work")]
+        work: PathBuf,
+    },
+    /// Run one algorithm step in the WASI sandbox, under the run's limits.
+    Exec {
+        #[arg(long)]
+        module: PathBuf,
+        #[arg(long, default_value = "/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "/out")]
+        out: PathBuf,
+        #[arg(long)]
+        deadline_secs: u64,
+        #[arg(long)]
+        memory_bytes: u64,
+        #[arg(long)]
+        output_bytes: u64,
+        #[arg(long)]
+        output_files: u64,
+        #[arg(long)]
+        log_bytes: u64,
+        /// Where the cluster reads a failed container's reason
+        /// (`/dev/termination-log` in a pod).
+        #[arg(long)]
+        termination_log: Option<PathBuf>,
+        /// The algorithm's own arguments (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Send every file of `/out` back to the provider's gateway.
+    Publish {
+        #[command(flatten)]
+        gateway: PodGatewayArgs,
+        #[arg(long, default_value = "/out")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PodGatewayArgs {
+    /// The gateway's URL, as the pod reaches it.
+    #[arg(long)]
+    pub gateway: url::Url,
+    /// The run's job id.
+    #[arg(long)]
+    pub job: String,
+    /// The file holding the run's token (mounted from its Secret).
+    #[arg(long)]
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -71,6 +71,81 @@ pub struct ComputeConfig {
     pub concurrency: usize,
     /// Staged inputs, outputs and results; default `<data_dir>/compute`.
     pub work_dir: Option<PathBuf>,
+    /// Run jobs on a Kubernetes cluster (`[compute.kubernetes]`) instead of in this
+    /// process's WASI sandbox.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// `[compute.kubernetes]`: where and how jobs run on the cluster. The cluster is the
+/// one `KUBECONFIG` (or the in-cluster service account) names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Namespace of the runs.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The runner image: holds this `insitu` binary (its entry point is not used).
+    pub image: String,
+    /// Where this process serves the pods' gateway.
+    pub gateway_listen: String,
+    /// The gateway as pods reach it, by IP address (the provider Service's ClusterIP):
+    /// run pods get no DNS.
+    pub gateway_url: url::Url,
+    /// Labels of this provider's pods: the only egress a run's pod gets.
+    pub gateway_selector: std::collections::BTreeMap<String, String>,
+    /// This provider's namespace, when runs go to another one.
+    pub gateway_namespace: Option<String>,
+    /// CPU limit of the algorithm container.
+    #[serde(default = "default_cpu")]
+    pub cpu: String,
+    /// `job` (default) or `workflow` (Argo).
+    #[serde(default)]
+    pub flavor: Option<String>,
+    /// Argo's executor service account (workflow flavor).
+    pub executor_service_account: Option<String>,
+    /// The API server's address block and port, for Argo's executor (workflow flavor).
+    pub api_server_cidr: Option<String>,
+    #[serde(default = "default_api_port")]
+    pub api_server_port: u16,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_cpu() -> String {
+    "2".into()
+}
+fn default_api_port() -> u16 {
+    443
+}
+
+impl KubernetesConfig {
+    pub fn settings(&self) -> Result<insitu_compute::kubernetes::KubeSettings> {
+        use insitu_compute::kubernetes::{Flavor, KubeSettings};
+        let flavor = match self.flavor.as_deref() {
+            None | Some("job") => Flavor::Job,
+            Some("workflow") => Flavor::Workflow,
+            Some(other) => anyhow::bail!(
+                "invalid config: compute.kubernetes.flavor is `{other}`; use `job` or `workflow`"
+            ),
+        };
+        let mut b = KubeSettings::builder(&self.image, self.gateway_url.clone())
+            .namespace(&self.namespace)
+            .gateway_selector(self.gateway_selector.clone())
+            .cpu(&self.cpu)
+            .flavor(flavor);
+        if let Some(ns) = &self.gateway_namespace {
+            b = b.gateway_namespace(ns);
+        }
+        if let Some(sa) = &self.executor_service_account {
+            b = b.executor_service_account(sa);
+        }
+        if let Some(cidr) = &self.api_server_cidr {
+            b = b.api_server_egress(cidr, self.api_server_port);
+        }
+        Ok(b.build()?)
+    }
 }
 
 fn default_deadline() -> u64 {

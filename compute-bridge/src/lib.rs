@@ -6,7 +6,8 @@
 //!
 //! Layout: `job` (ids, states, records), `store` (every transition, in sqlx),
 //! `algorithm` (content hashes and the allow-list), `limits`, `backend` (the
-//! `ComputeBackend` seam), `wasm/` (the default WASI sandbox), `staging` (inputs as
+//! `ComputeBackend` seam), `wasm/` (the default WASI sandbox), `kubernetes/` (Jobs or Argo Workflows on the
+//! provider's cluster, for heavier runs), `staging` (inputs as
 //! Arrow IPC plus `manifest.json`), `service` (the lifecycle: submit, run, publish,
 //! recover), `actions` (the Flight `DoAction`s), `client` (their caller).
 
@@ -16,6 +17,7 @@ mod backend;
 mod client;
 mod error;
 mod job;
+pub mod kubernetes;
 mod limits;
 mod lineage;
 mod service;

@@ -85,6 +85,16 @@ impl ComputeScene {
         lineage: bool,
         publishers: Vec<Address>,
     ) -> Result<ComputeScene> {
+        Self::start_on(limits, lineage, publishers, None).await
+    }
+
+    /// Like [`ComputeScene::start_with`], running jobs on `backend`.
+    pub async fn start_on(
+        limits: SandboxLimits,
+        lineage: bool,
+        publishers: Vec<Address>,
+        backend: Option<std::sync::Arc<dyn insitu_compute::ComputeBackend>>,
+    ) -> Result<ComputeScene> {
         let (example, example_is_rust) = example_algorithm()?;
         let mut allow = vec![hash_of(&example)];
         for a in ATTACKS {
@@ -99,6 +109,7 @@ impl ComputeScene {
                     allow,
                     publishers,
                     limits,
+                    backend,
                 }),
                 ..ProviderOptions::default()
             },

@@ -154,3 +154,17 @@ pub fn sklearn_table(file: &str, dest: &Path) -> Result<(usize, usize)> {
     std::fs::write(dest, out)?;
     Ok((rows, features))
 }
+
+/// Reads a CSV with a header into batches, inferring the schema.
+pub fn read_csv(path: &Path) -> Result<Vec<RecordBatch>> {
+    use std::io::Seek as _;
+    let mut file = std::fs::File::open(path)?;
+    let (schema, _) = arrow::csv::reader::Format::default()
+        .with_header(true)
+        .infer_schema(&mut file, Some(1000))?;
+    file.rewind()?;
+    let reader = arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
+        .with_header(true)
+        .build(file)?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}

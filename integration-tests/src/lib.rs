@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod compute;
 pub mod data;
 pub mod feast;
+pub mod kube_fake;
 pub mod postgres;
 pub mod provider;
 pub mod tpch;

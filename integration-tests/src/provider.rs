@@ -135,6 +135,8 @@ pub struct ComputeOptions {
     /// Trusted publishers.
     pub publishers: Vec<Address>,
     pub limits: insitu_compute::SandboxLimits,
+    /// Where jobs run; the WASI sandbox when absent.
+    pub backend: Option<Arc<dyn insitu_compute::ComputeBackend>>,
 }
 
 impl Default for ProviderOptions {
@@ -227,7 +229,10 @@ impl Provider {
                 engine.clone(),
                 catalog.clone(),
                 store,
-                Arc::new(insitu_compute::WasmBackend::new()?),
+                match &c.backend {
+                    Some(b) => b.clone(),
+                    None => Arc::new(insitu_compute::WasmBackend::new()?),
+                },
                 dir.path().join("compute"),
             )
             .with_allow_list(allow)

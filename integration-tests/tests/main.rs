@@ -12,6 +12,7 @@ mod conformance;
 mod demo;
 mod flight_sql;
 mod flows;
+mod kubernetes;
 mod lineage_feast;
 mod python_client;
 mod refund;

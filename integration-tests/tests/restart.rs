@@ -44,7 +44,13 @@ async fn serve(dir: &Path, port: u16) -> Child {
 
 /// `insitu serve` with `extra` arguments, once it listens on `port`.
 async fn serve_with(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    serve_env(dir, port, extra, &[]).await
+}
+
+/// Like [`serve_with`], with environment variables.
+async fn serve_env(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &Path)]) -> Child {
     let child = insitu(dir)
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--listen",
@@ -277,6 +283,92 @@ async fn configured_assets_are_published_once_across_restarts() {
 async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
     let work = tempfile::tempdir().expect("dir");
     let dir = work.path();
+    let (job, mut server) = kill_serve_during_a_job(dir, "", &[], |_| async {}).await;
+    assert!(!dir.join("compute/jobs").join(&job).exists());
+    server.kill().await.expect("kill");
+}
+
+/// The same on the Kubernetes backend: `insitu serve` reads a kubeconfig naming an
+/// API server (the in-memory fake, over HTTP on 127.0.0.1). Killed while its Job is on
+/// the cluster, the restarted provider fails the job and deletes the Job, and with it
+/// (owner references) the Secret and NetworkPolicy: nothing is orphaned on the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_job_running_when_serve_is_killed_is_removed_from_the_cluster() {
+    use insitu_integration_tests::kube_fake::FakeCluster;
+    let work = tempfile::tempdir().expect("dir");
+    let dir = work.path();
+    let cluster = FakeCluster::default();
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_port = api.local_addr().expect("addr").port();
+    tokio::spawn(cluster.clone().serve_http(api));
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{api_port}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: jobs\n\
+             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-real-token\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let gateway = free_port();
+    let block = format!(
+        "\n[compute.kubernetes]\nnamespace = \"jobs\"\nimage = \"registry.example/insitu:test\"\n\
+         gateway_listen = \"127.0.0.1:{gateway}\"\ngateway_url = \"http://127.0.0.1:{gateway}/\"\n\
+         gateway_selector = {{ app = \"insitu-provider\" }}\n"
+    );
+    let on_cluster = cluster.clone();
+    let (job, mut server) = kill_serve_during_a_job(
+        dir,
+        &block,
+        &[("KUBECONFIG", kubeconfig.as_path())],
+        move |job| async move {
+            // `running` is recorded as the backend starts; the Job follows at once.
+            let j = on_cluster
+                .wait_for("jobs", &format!("insitu-job-{job}"), |j| {
+                    j["spec"]["suspend"] == serde_json::json!(false)
+                })
+                .await
+                .expect("the Job is on the cluster, resumed");
+            assert!(j["metadata"]["uid"].is_string());
+            assert_eq!(on_cluster.names("secrets").len(), 1);
+            assert_eq!(on_cluster.names("networkpolicies").len(), 1);
+        },
+    )
+    .await;
+    for plural in ["jobs", "secrets", "networkpolicies"] {
+        assert!(
+            cluster.names(plural).is_empty(),
+            "{plural} orphaned: {:?}",
+            cluster.names(plural)
+        );
+    }
+    assert!(
+        cluster
+            .seen()
+            .iter()
+            .any(|r| r.method == http::Method::DELETE && r.path.ends_with(&job)),
+        "the restarted provider deleted the Job"
+    );
+    server.kill().await.expect("kill");
+}
+
+/// Publishes a compute asset, runs a never-ending job under `insitu serve` (with
+/// `extra_config` in its `[compute]`), SIGKILLs serve while the job runs (after
+/// `while_running` looked), starts serve again and checks that the job failed with the
+/// restart as its reason and that no job directory is left. Returns the job id and the
+/// running server.
+async fn kill_serve_during_a_job<Fut>(
+    dir: &Path,
+    extra_config: &str,
+    env: &[(&str, &Path)],
+    while_running: impl FnOnce(String) -> Fut,
+) -> (String, Child)
+where
+    Fut: std::future::Future<Output = ()>,
+{
     run(dir, &["dev", "deploy", "--test-token"]).await;
     std::fs::write(dir.join("grid.csv"), "x,y\n1,2\n3,4\n").expect("csv");
     let did = run(
@@ -298,7 +390,7 @@ async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
     std::fs::write(
         dir.join("insitu.toml"),
         format!(
-            "[chain]\nkind = \"embedded\"\n\n[compute]\nallow = [\"{hash}\"]\ndeadline_secs = 600\n"
+            "[chain]\nkind = \"embedded\"\n\n[compute]\nallow = [\"{hash}\"]\ndeadline_secs = 600\n{extra_config}"
         ),
     )
     .expect("config");
@@ -306,7 +398,7 @@ async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let provider = account(PROVIDER).address().to_string();
     let config = ["--config", "insitu.toml"];
-    let mut server = serve_with(dir, port, &config).await;
+    let mut server = serve_env(dir, port, &config, env).await;
     let remote = [
         "--endpoint",
         &endpoint,
@@ -350,10 +442,11 @@ async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
         job_dir.exists(),
         "the running job's staged input is on disk"
     );
+    while_running(job.clone()).await;
     server.kill().await.expect("SIGKILL serve");
     server.wait().await.expect("reaped");
 
-    let mut server = serve_with(dir, port, &config).await;
+    let server = serve_env(dir, port, &config, env).await;
     let s = job_status(dir, &job, &endpoint, &provider).await;
     assert_eq!(s["job"]["state"], "failed", "{s}");
     assert!(
@@ -368,7 +461,7 @@ async fn a_job_running_when_serve_is_killed_ends_and_leaves_nothing() {
         .expect("jobs")
         .count();
     assert_eq!(left, 0, "no orphaned job directories");
-    server.kill().await.expect("kill");
+    (job, server)
 }
 
 /// `insitu compute status JOB --json`, as the consumer.

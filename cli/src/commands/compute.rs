@@ -131,6 +131,7 @@ pub async fn run(cmd: ComputeCommand) -> Result<()> {
                 None => outln!("{json}"),
             }
         }
+        ComputeCommand::Pod(step) => super::compute_pod::run(step).await?,
     }
     Ok(())
 }

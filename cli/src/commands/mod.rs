@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the helpers they share.
 
 pub mod compute;
+mod compute_pod;
 pub mod constraints;
 pub mod demo;
 mod demo_compute;

@@ -159,11 +159,19 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
             catalog_url.starts_with("postgres"),
         )
         .await?;
+        let (backend, where_): (Arc<dyn insitu_compute::ComputeBackend>, &str) = match &c.kubernetes
+        {
+            None => (
+                Arc::new(insitu_compute::WasmBackend::new()?),
+                "WASI sandbox",
+            ),
+            Some(k) => (kubernetes_backend(k).await?, "Kubernetes"),
+        };
         let compute = insitu_compute::ComputeService::builder(
             engine.clone(),
             catalog.clone(),
             jobs,
-            Arc::new(insitu_compute::WasmBackend::new()?),
+            backend,
             work_dir,
         )
         .with_allow_list(c.allow_list()?)
@@ -178,7 +186,8 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
             allowed = c.allow.len(),
             publishers = c.publishers.len(),
             recovered,
-            "compute on (WASI sandbox)"
+            backend = where_,
+            "compute on"
         );
         builder = builder.with_actions(Arc::new(insitu_compute::ComputeActions::new(compute)));
     }
@@ -325,4 +334,27 @@ async fn ensure_published(
     tracing::info!(did = %published.did, name = %asset.name, tx = %published.tx.hash, "published configured asset");
     eprintln!("published {} as {}", asset.name, published.did);
     Ok(())
+}
+
+/// The cluster backend of `[compute.kubernetes]`, with its pod gateway serving.
+async fn kubernetes_backend(
+    k: &crate::serve_config::KubernetesConfig,
+) -> Result<Arc<dyn insitu_compute::ComputeBackend>> {
+    use insitu_compute::kubernetes::{KubernetesBackend, PodGateway};
+    let settings = k.settings()?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes cluster (KUBECONFIG or in-cluster)")?;
+    let gateway = PodGateway::new();
+    let listener = tokio::net::TcpListener::bind(&k.gateway_listen)
+        .await
+        .with_context(|| format!("binding the pod gateway {}", k.gateway_listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "pod gateway serving");
+    let serving = gateway.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serving.serve(listener).await {
+            tracing::error!(error = %e, "the pod gateway stopped");
+        }
+    });
+    Ok(Arc::new(KubernetesBackend::new(client, settings, gateway)))
 }

@@ -242,9 +242,10 @@ fn make_writable(dir: &std::path::Path) {
 }
 
 /// Ends what a previous process left: queued jobs start again; a job that was staging,
-/// running or publishing when the process died is failed with that reason (a WASI run
-/// lives in the process and cannot be resumed) unless the backend still runs it. The
-/// working directories of all of them are removed.
+/// running or publishing when the process died is failed with that reason: a WASI run
+/// lives in the process, and a cluster run's gateway token did, so neither can be
+/// resumed. Cluster runs are deleted, and the working directories of all of them are
+/// removed.
 pub(crate) async fn recover(service: &ComputeService) -> Result<usize> {
     let inner = &service.inner;
     let unfinished = inner.store.unfinished().await?;
@@ -257,13 +258,19 @@ pub(crate) async fn recover(service: &ComputeService) -> Result<usize> {
             tokio::spawn(async move { s.drive(job.id).await });
             continue;
         }
-        if active.contains(&job.id) {
-            continue;
-        }
-        let message = format!(
-            "the provider restarted while the job was {}; the run was lost and nothing was published",
-            job.state
-        );
+        // A run still on a cluster cannot be resumed: its gateway token lived in the
+        // old process, so it could never publish. It is stopped and removed below.
+        let message = if active.contains(&job.id) {
+            format!(
+                "the provider restarted while the job was {}; the run was stopped and nothing was published",
+                job.state
+            )
+        } else {
+            format!(
+                "the provider restarted while the job was {}; the run was lost and nothing was published",
+                job.state
+            )
+        };
         let logs = inner.store.logs(job.id).await?.unwrap_or_default();
         inner
             .store
@@ -285,6 +292,14 @@ pub(crate) async fn recover(service: &ComputeService) -> Result<usize> {
         }
         service.clean(job.id).await;
         tracing::warn!(job = %job.id, "{message}");
+    }
+    // Runs a backend still has for jobs that are not live (a crash between a job's
+    // end and its cleanup) are removed, so nothing is orphaned on a cluster.
+    for id in active {
+        let live = matches!(inner.store.get(id).await, Ok(Some(j)) if !j.state.is_terminal());
+        if !live {
+            service.clean(id).await;
+        }
     }
     // Directories of jobs the store no longer lists as live (a crash between the end
     // and the cleanup) go too.

@@ -293,12 +293,17 @@ pub(crate) async fn recover(service: &ComputeService) -> Result<usize> {
         service.clean(job.id).await;
         tracing::warn!(job = %job.id, "{message}");
     }
-    // Runs a backend still has for jobs that are not live (a crash between a job's
-    // end and its cleanup) are removed, so nothing is orphaned on a cluster.
+    // Runs a backend still has for jobs of this store that have ended (a crash between
+    // a job's end and its cleanup) are removed, so nothing is orphaned on a cluster.
+    // Runs the store does not know belong to another deployment sharing the namespace,
+    // and are left alone.
     for id in active {
-        let live = matches!(inner.store.get(id).await, Ok(Some(j)) if !j.state.is_terminal());
-        if !live {
-            service.clean(id).await;
+        match inner.store.get(id).await {
+            Ok(Some(j)) if j.state.is_terminal() => service.clean(id).await,
+            Ok(None) => {
+                tracing::warn!(job = %id, "a run on the cluster that this provider's job store does not know; left alone")
+            }
+            _ => {}
         }
     }
     // Directories of jobs the store no longer lists as live (a crash between the end

@@ -1,0 +1,221 @@
+//! Secure aggregation at scale: 100 clients × 1M float parameters, one round of the
+//! real protocol (keys, signatures, sealed shares, masks, unmasking), in one process.
+//!
+//! Prints, with the baseline measured in the same run:
+//! - client masking time (encode + self mask + 99 pairwise masks), against encoding
+//!   alone;
+//! - server aggregation with 0 % and 10 % dropouts (the dropouts leave after sending
+//!   their shares, the costliest place: their pairwise masks must be rebuilt), against
+//!   summing the same vectors in the clear;
+//! - the server's peak memory beyond the model (peak resident size during the
+//!   server's part, over the resident size when it starts);
+//! - upload bytes per client against the raw float32 model.
+//!
+//! `cargo bench -p insitu-federated --bench secagg` (release). Documented in
+//! docs/benchmarks.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256};
+use alloy::signers::local::PrivateKeySigner;
+use insitu_federated::{Coordinator, Participant, RecoveryCache, RingCodec, RoundId};
+
+/// A field of /proc/self/status, in bytes.
+fn status_bytes(field: &str) -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Resets the process's peak resident size to its current one (Linux: writing 5 to
+/// clear_refs), so the next peak read covers only what follows.
+fn reset_peak() -> usize {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_bytes("VmRSS:")
+}
+
+fn peak_since(base: usize) -> usize {
+    status_bytes("VmHWM:").saturating_sub(base)
+}
+
+const CLIENTS: usize = 100;
+const PARAMS: usize = 1_000_000;
+
+fn mib(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+struct Round {
+    aggregation: Duration,
+    peak_beyond: usize,
+    masking: Vec<Duration>,
+    upload: Vec<usize>,
+    sum: Vec<u32>,
+}
+
+fn round(updates: &[Vec<f32>], codec: &RingCodec, dropouts: usize) -> Round {
+    let id = RoundId {
+        job: B256::repeat_byte(9),
+        round: 1,
+        domain: insitu_ledger::eip712::insitu_domain(31337, Address::ZERO),
+    };
+    let cache = RecoveryCache::default();
+    let t = CLIENTS / 2 + 1;
+    let signers: Vec<PrivateKeySigner> = (0..CLIENTS).map(|_| PrivateKeySigner::random()).collect();
+    let index: BTreeMap<Address, usize> = signers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.address(), i))
+        .collect();
+    let mut people: Vec<Participant> = signers
+        .iter()
+        .map(|s| {
+            Participant::new(
+                Arc::new(s.clone()),
+                s.address(),
+                id.clone(),
+                t,
+                cache.clone(),
+            )
+        })
+        .collect();
+    let allowed: BTreeSet<Address> = index.keys().copied().collect();
+    let mut c = Coordinator::new(id, t, CLIENTS, allowed, PARAMS + 1, cache).expect("coordinator");
+    let adverts: Vec<_> = people
+        .iter()
+        .map(|p| p.advertise().expect("advert"))
+        .collect();
+    let advert_bytes = serde_json::to_vec(&adverts[0]).expect("json").len();
+    let roster = c.collect_adverts(adverts).expect("roster");
+    let mut sealed = Vec::new();
+    let mut share_bytes = vec![0usize; CLIENTS];
+    for p in people.iter_mut() {
+        let out = p.share_keys(&roster).expect("share");
+        share_bytes[index[&p.address()]] = out.iter().map(|s| s.ciphertext.len() + 40).sum();
+        sealed.extend(out);
+    }
+    let inboxes = c.route_shares(sealed).expect("route");
+    let mut masked = Vec::new();
+    let mut masking = Vec::new();
+    let mut upload = vec![0usize; CLIENTS];
+    for (to, inbox) in &inboxes {
+        let i = index[to];
+        if i >= CLIENTS - dropouts {
+            continue; // drops after sharing its keys
+        }
+        let start = Instant::now();
+        let encoded = codec.encode(&updates[i], 10).expect("encode");
+        let m = people[i].masked_input(inbox, &encoded).expect("mask");
+        masking.push(start.elapsed());
+        upload[i] = advert_bytes + share_bytes[i] + m.len() * 4;
+        masked.push(m);
+    }
+    // The server's part: collect (sum as they arrive), confirm, unmask.
+    let base = reset_peak();
+    let start = Instant::now();
+    let u3 = c.collect_masked(masked).expect("collect");
+    let mut aggregation = start.elapsed();
+    let mut sigs = Vec::new();
+    for a in &u3 {
+        sigs.push(people[index[a]].consistency(&u3).expect("consistency"));
+    }
+    let start = Instant::now();
+    let sigs = c.collect_signatures(sigs).expect("signatures");
+    aggregation += start.elapsed();
+    let mut reveals = Vec::new();
+    for s in &sigs {
+        let r = people[index[&s.from]].unmask(&sigs).expect("unmask");
+        upload[index[&s.from]] += 65 + serde_json::to_vec(&r).expect("json").len();
+        reveals.push(r);
+    }
+    let start = Instant::now();
+    let (_, sum) = c.finish(reveals).expect("finish");
+    aggregation += start.elapsed();
+    let peak_beyond = peak_since(base);
+    Round {
+        aggregation,
+        peak_beyond,
+        masking,
+        upload,
+        sum,
+    }
+}
+
+fn main() {
+    let codec = RingCodec::new(1.0, 1_000_000).expect("codec");
+    let updates: Vec<Vec<f32>> = (0..CLIENTS)
+        .map(|i| {
+            (0..PARAMS)
+                .map(|j| ((i * 31 + j * 17) % 2001) as f32 / 1000.0 - 1.0)
+                .collect()
+        })
+        .collect();
+    println!("secure aggregation: {CLIENTS} clients x {PARAMS} float32 parameters");
+
+    // Baselines: encoding alone, and the plain sum of the encoded vectors.
+    let start = Instant::now();
+    let encoded: Vec<Vec<u32>> = updates
+        .iter()
+        .map(|u| codec.encode(u, 10).expect("encode"))
+        .collect();
+    let encode_each = start.elapsed() / CLIENTS as u32;
+    let start = Instant::now();
+    let mut plain = vec![0u32; PARAMS + 1];
+    for e in &encoded {
+        RingCodec::add_into(&mut plain, e);
+    }
+    let plain_sum = start.elapsed();
+
+    for (label, dropouts) in [("0 % dropouts", 0usize), ("10 % dropouts", CLIENTS / 10)] {
+        let r = round(&updates, &codec, dropouts);
+        let mut expect = vec![0u32; PARAMS + 1];
+        for e in &encoded[..CLIENTS - dropouts] {
+            RingCodec::add_into(&mut expect, e);
+        }
+        assert_eq!(r.sum, expect, "the secure sum must equal the plain sum");
+        let mut m = r.masking.clone();
+        m.sort();
+        let median = m[m.len() / 2];
+        let max = m[m.len() - 1];
+        let upload = r.upload[..CLIENTS - dropouts]
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let raw = PARAMS * 4;
+        println!("\n{label}: the secure sum equals the plain sum bit for bit");
+        println!(
+            "  client masking      median {:8.1} ms  max {:8.1} ms   (target <= 500 ms)  encoding alone {:6.1} ms",
+            median.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            encode_each.as_secs_f64() * 1e3
+        );
+        println!(
+            "  server aggregation  {:8.1} ms   (target <= {} ms)  plain sum {:6.1} ms  ratio {:.1}x",
+            r.aggregation.as_secs_f64() * 1e3,
+            if dropouts == 0 { 1000 } else { 3000 },
+            plain_sum.as_secs_f64() * 1e3,
+            r.aggregation.as_secs_f64() / plain_sum.as_secs_f64()
+        );
+        println!(
+            "  server peak memory beyond the model  {:6.1} MiB   (target <= 50 MB; the model is {:.1} MiB)",
+            mib(r.peak_beyond.saturating_sub(raw + 4)),
+            mib(raw)
+        );
+        println!(
+            "  upload per client   {:.2} MiB against {:.2} MiB raw float32: {:.4}x   (target <= 1.05x)",
+            mib(upload),
+            mib(raw),
+            upload as f64 / raw as f64
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The primitives of the protocol, each behind one small function: X25519 agreement,
+//! key derivation, sealing shares (ChaCha20-Poly1305), and Shamir sharing of 32-byte
+//! secrets (vsss-rs, byte-wise over GF(2^8): any 32 bytes share, and up to 255
+//! participants per round).
+
+use alloy::primitives::Address;
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
+
+use crate::error::{FederatedError, Result};
+use crate::identity::RoundId;
+
+/// Most participants in one round: Shamir identifiers are the non-zero bytes.
+pub const MAX_PARTICIPANTS: usize = 255;
+
+/// 32 secret bytes, wiped when dropped and never printed.
+#[derive(Clone)]
+pub struct Secret([u8; 32]);
+
+impl Secret {
+    pub fn random() -> Self {
+        let mut b = [0u8; 32];
+        rand::fill(&mut b);
+        Secret(b)
+    }
+
+    pub(crate) fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// An X25519 key pair.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    pub secret: Secret,
+    pub public: [u8; 32],
+}
+
+impl KeyPair {
+    pub fn generate() -> Self {
+        let secret = Secret::random();
+        let public =
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret.0)).to_bytes();
+        KeyPair { secret, public }
+    }
+}
+
+/// The X25519 shared secret of `secret` and `public`.
+pub fn dh(secret: &Secret, public: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::StaticSecret::from(secret.0)
+        .diffie_hellman(&x25519_dalek::PublicKey::from(*public))
+        .to_bytes()
+}
+
+/// A key for one purpose, one round and one ordered pair, from a shared secret.
+pub fn kdf(label: &str, id: &RoundId, shared: &[u8; 32], from: Address, to: Address) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(label.as_bytes());
+    h.update(id.job.as_slice());
+    h.update(id.round.to_be_bytes());
+    h.update(shared);
+    h.update(from.as_slice());
+    h.update(to.as_slice());
+    h.finalize().into()
+}
+
+/// The seed of the pairwise mask between the owner of `secret` and the owner of
+/// `public`: the same from both sides.
+pub fn pair_seed(id: &RoundId, secret: &Secret, public: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"insitu/secagg/pair-mask");
+    h.update(id.job.as_slice());
+    h.update(id.round.to_be_bytes());
+    h.update(dh(secret, public));
+    h.finalize().into()
+}
+
+/// Seals `plain` under a key used for one message only (so a fixed nonce is safe).
+pub fn seal(key: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>> {
+    ChaCha20Poly1305::new(key.into())
+        .encrypt(&[0u8; 12].into(), plain)
+        .map_err(|_| FederatedError::Internal("sealing shares".into()))
+}
+
+pub fn open(key: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>> {
+    ChaCha20Poly1305::new(key.into())
+        .decrypt(&[0u8; 12].into(), sealed)
+        .map_err(|_| FederatedError::Refused("sealed shares do not open".into()))
+}
+
+/// Splits `secret` into `n` shares, any `t` of which rebuild it. Share `i` (0-based)
+/// belongs to the `i`-th member of the roster.
+pub fn split(secret: &Secret, t: usize, n: usize) -> Result<Vec<Vec<u8>>> {
+    if n > MAX_PARTICIPANTS {
+        return Err(FederatedError::Invalid(format!(
+            "{n} participants; a round takes at most {MAX_PARTICIPANTS}"
+        )));
+    }
+    let rng = getrandom::rand_core::UnwrapErr(getrandom::SysRng);
+    let shares = vsss_rs::Gf256::split_bytes(t, n, secret.0.as_slice(), rng)
+        .map_err(|e| FederatedError::Internal(format!("splitting a secret: {e:?}")))?;
+    Ok(shares)
+}
+
+/// Rebuilds a secret from at least `t` shares, each with its holder's roster index.
+pub fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
+    if shares.len() < t {
+        return Err(FederatedError::Aborted(format!(
+            "{} shares, fewer than the threshold {t}",
+            shares.len()
+        )));
+    }
+    let mut picked = Vec::with_capacity(t);
+    for (index, share) in shares.iter().take(t) {
+        // A share's first byte is its identifier: the holder's index plus one.
+        if share.len() != 33 || usize::from(share[0]) != index + 1 {
+            return Err(FederatedError::Refused(format!(
+                "a share from roster member {index} is malformed"
+            )));
+        }
+        picked.push(share.clone());
+    }
+    let bytes = vsss_rs::Gf256::combine_bytes(&picked)
+        .map_err(|e| FederatedError::Refused(format!("shares do not combine: {e:?}")))?;
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| FederatedError::Refused("a rebuilt secret is not 32 bytes".into()))?;
+    Ok(Secret(arr))
+}

@@ -1,0 +1,33 @@
+//! # insitu-federated
+//!
+//! Federated learning across providers, with secure aggregation in the style of
+//! Bonawitz et al. (2017): the aggregator learns the sum of the participants' updates
+//! and nothing about any single one, even when some participants drop out.
+//!
+//! Layout: `ring` (updates as exact integers mod 2^32, with the sample-count weight
+//! inside), `prg` (masks from seeds, AES-CTR), `crypto` (X25519, sealed shares, Shamir),
+//! `identity` (keys and survivor sets signed by chain identities, EIP-712), `messages`,
+//! `participant` (the client's rounds), `server` (the coordinator's phases and the
+//! aggregator's running sum), `sim` (n participants in one process, with dropouts).
+
+mod crypto;
+mod error;
+mod identity;
+mod messages;
+mod participant;
+mod prg;
+mod ring;
+mod server;
+pub mod sim;
+
+pub use crypto::MAX_PARTICIPANTS;
+pub use error::{FederatedError, Result};
+pub use identity::{RecoveryCache, RoundId};
+pub use messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
+pub use participant::{Participant, verify_roster};
+pub use prg::{Sign, apply_mask};
+pub use ring::RingCodec;
+pub use server::{Aggregator, Coordinator, Phase};
+
+#[cfg(test)]
+mod tests;

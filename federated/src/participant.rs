@@ -1,0 +1,383 @@
+//! A participant's side of one round of secure aggregation (Bonawitz et al., 2017).
+//!
+//! 0. **Advertise** two fresh X25519 public keys, signed by the chain identity.
+//! 1. **Share**: check every advert's signature against the roster, pick a self-mask
+//!    seed `b`, split `b` and the masking secret key with Shamir (threshold `t`), and
+//!    seal each peer's shares to it.
+//! 2. **Mask**: open the shares addressed here; the senders form `U2`. Add `PRG(b)` and,
+//!    for every other member `v` of `U2`, `±PRG(s_uv)` (the sign by roster order, so
+//!    each pair cancels in the sum).
+//! 3. **Consistency**: sign the survivor set `U3` the coordinator announces, after
+//!    checking it is a subset of `U2` of at least `t` members.
+//! 4. **Unmask**: with at least `t` valid signatures over that same `U3`, reveal the
+//!    `b` shares of survivors and the masking-key shares of those who dropped: never
+//!    both for one participant, which is what keeps a single update hidden.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use alloy::primitives::Address;
+use alloy::signers::SignerSync;
+
+use crate::crypto::{self, KeyPair, Secret};
+use crate::error::{FederatedError, Result};
+use crate::identity::{self, RecoveryCache, RoundId};
+use crate::messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
+use crate::prg::{Sign, apply_mask};
+
+/// The shares one peer sent this participant.
+struct Held {
+    self_mask: Vec<u8>,
+    masking_key: Vec<u8>,
+}
+
+/// One participant in one round.
+pub struct Participant {
+    signer: Arc<dyn SignerSync + Send + Sync>,
+    address: Address,
+    id: RoundId,
+    threshold: usize,
+    cache: RecoveryCache,
+    encryption: KeyPair,
+    masking: KeyPair,
+    self_mask: Secret,
+    roster: Vec<KeyAdvert>,
+    held: BTreeMap<Address, Held>,
+    u2: Vec<Address>,
+    u3: Option<Vec<Address>>,
+    revealed: bool,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant")
+            .field("address", &self.address)
+            .field("round", &self.id.round)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sig65(bytes: &[u8], who: Address) -> Result<[u8; 65]> {
+    bytes
+        .try_into()
+        .map_err(|_| FederatedError::Refused(format!("{who}: a signature is not 65 bytes")))
+}
+
+impl Participant {
+    /// A participant signing as `signer`, for round `id`, with Shamir threshold `t`.
+    pub fn new(
+        signer: Arc<dyn SignerSync + Send + Sync>,
+        address: Address,
+        id: RoundId,
+        threshold: usize,
+        cache: RecoveryCache,
+    ) -> Self {
+        Participant {
+            signer,
+            address,
+            id,
+            threshold,
+            cache,
+            encryption: KeyPair::generate(),
+            masking: KeyPair::generate(),
+            self_mask: Secret::random(),
+            roster: Vec::new(),
+            held: BTreeMap::new(),
+            u2: Vec::new(),
+            u3: None,
+            revealed: false,
+        }
+    }
+
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// Round 0.
+    pub fn advertise(&self) -> Result<KeyAdvert> {
+        let signature = identity::sign_keys(
+            self.signer.as_ref(),
+            &self.id,
+            &self.encryption.public,
+            &self.masking.public,
+        )?;
+        Ok(KeyAdvert {
+            from: self.address,
+            encryption_key: self.encryption.public,
+            masking_key: self.masking.public,
+            signature: signature.to_vec(),
+        })
+    }
+
+    /// Round 1: checks the roster and seals shares for every member (itself included).
+    pub fn share_keys(&mut self, roster: &[KeyAdvert]) -> Result<Vec<SealedShares>> {
+        let roster = verify_roster(roster, &self.id, &self.cache, self.threshold)?;
+        let me = roster
+            .iter()
+            .position(|a| a.from == self.address)
+            .ok_or_else(|| {
+                FederatedError::Refused("this participant is not on the roster".into())
+            })?;
+        if roster[me].encryption_key != self.encryption.public
+            || roster[me].masking_key != self.masking.public
+        {
+            return Err(FederatedError::Refused(
+                "the roster carries other keys for this participant".into(),
+            ));
+        }
+        let n = roster.len();
+        let b_shares = crypto::split(&self.self_mask, self.threshold, n)?;
+        let s_shares = crypto::split(&self.masking.secret, self.threshold, n)?;
+        let mut out = Vec::with_capacity(n);
+        for (i, peer) in roster.iter().enumerate() {
+            let key = crypto::kdf(
+                "insitu/secagg/shares",
+                &self.id,
+                &crypto::dh(&self.encryption.secret, &peer.encryption_key),
+                self.address,
+                peer.from,
+            );
+            let plain = serde_json::to_vec(&(&b_shares[i], &s_shares[i]))
+                .map_err(|e| FederatedError::Internal(e.to_string()))?;
+            out.push(SealedShares {
+                from: self.address,
+                to: peer.from,
+                ciphertext: crypto::seal(&key, &plain)?,
+            });
+        }
+        self.roster = roster;
+        Ok(out)
+    }
+
+    /// Round 2: opens the shares sent here and masks `encoded` (see [`crate::RingCodec`]).
+    pub fn masked_input(&mut self, inbox: &[SealedShares], encoded: &[u32]) -> Result<MaskedInput> {
+        if self.roster.is_empty() {
+            return Err(FederatedError::Phase("masking before sharing keys".into()));
+        }
+        let mut held = BTreeMap::new();
+        for sealed in inbox {
+            if sealed.to != self.address {
+                return Err(FederatedError::Refused(format!(
+                    "shares from {} are addressed to {}",
+                    sealed.from, sealed.to
+                )));
+            }
+            let peer = self.member(sealed.from)?;
+            let key = crypto::kdf(
+                "insitu/secagg/shares",
+                &self.id,
+                &crypto::dh(&self.encryption.secret, &peer.encryption_key),
+                sealed.from,
+                self.address,
+            );
+            let plain = crypto::open(&key, &sealed.ciphertext).map_err(|_| {
+                FederatedError::Refused(format!("shares from {} do not open", sealed.from))
+            })?;
+            let (self_mask, masking_key): (Vec<u8>, Vec<u8>) = serde_json::from_slice(&plain)
+                .map_err(|e| {
+                    FederatedError::Refused(format!(
+                        "shares from {} are malformed: {e}",
+                        sealed.from
+                    ))
+                })?;
+            if held
+                .insert(
+                    sealed.from,
+                    Held {
+                        self_mask,
+                        masking_key,
+                    },
+                )
+                .is_some()
+            {
+                return Err(FederatedError::Refused(format!(
+                    "{} sent shares twice",
+                    sealed.from
+                )));
+            }
+        }
+        if !held.contains_key(&self.address) {
+            return Err(FederatedError::Refused(
+                "the coordinator withheld this participant's own shares".into(),
+            ));
+        }
+        if held.len() < self.threshold {
+            return Err(FederatedError::Aborted(format!(
+                "{} participants shared keys, fewer than the threshold {}",
+                held.len(),
+                self.threshold
+            )));
+        }
+        self.u2 = self
+            .roster
+            .iter()
+            .map(|a| a.from)
+            .filter(|a| held.contains_key(a))
+            .collect();
+        self.held = held;
+
+        let mut vector = encoded.to_vec();
+        apply_mask(&mut vector, &self.self_mask.bytes(), Sign::Add);
+        let me = self.index(self.address)?;
+        for v in &self.u2 {
+            if *v == self.address {
+                continue;
+            }
+            let peer = self.member(*v)?;
+            let seed = crypto::pair_seed(&self.id, &self.masking.secret, &peer.masking_key);
+            let sign = if me < self.index(*v)? {
+                Sign::Add
+            } else {
+                Sign::Subtract
+            };
+            apply_mask(&mut vector, &seed, sign);
+        }
+        Ok(MaskedInput {
+            from: self.address,
+            vector,
+        })
+    }
+
+    /// Round 3: signs the announced survivor set after checking it.
+    pub fn consistency(&mut self, u3: &[Address]) -> Result<SurvivorSignature> {
+        let u2: BTreeSet<_> = self.u2.iter().collect();
+        if u3.iter().any(|a| !u2.contains(a)) {
+            return Err(FederatedError::Refused(
+                "the survivor set names someone who did not share keys".into(),
+            ));
+        }
+        let distinct: BTreeSet<_> = u3.iter().collect();
+        if distinct.len() != u3.len() {
+            return Err(FederatedError::Refused(
+                "the survivor set repeats a member".into(),
+            ));
+        }
+        if u3.len() < self.threshold {
+            return Err(FederatedError::Aborted(format!(
+                "{} survivors, fewer than the threshold {}",
+                u3.len(),
+                self.threshold
+            )));
+        }
+        if !u3.contains(&self.address) {
+            return Err(FederatedError::Refused(
+                "the survivor set leaves out this participant, whose input was sent".into(),
+            ));
+        }
+        let signature = identity::sign_survivors(self.signer.as_ref(), &self.id, u3)?;
+        self.u3 = Some(u3.to_vec());
+        Ok(SurvivorSignature {
+            from: self.address,
+            signature: signature.to_vec(),
+        })
+    }
+
+    /// Round 4: reveals shares once at least `t` survivors signed the same set.
+    pub fn unmask(&mut self, signatures: &[SurvivorSignature]) -> Result<UnmaskShares> {
+        if self.revealed {
+            return Err(FederatedError::Phase("shares were already revealed".into()));
+        }
+        let u3 = self.u3.clone().ok_or_else(|| {
+            FederatedError::Phase("unmasking before the consistency check".into())
+        })?;
+        let digest = identity::survivors_digest(&self.id, &u3);
+        let members: BTreeSet<_> = u3.iter().copied().collect();
+        let mut signed = BTreeSet::new();
+        for s in signatures {
+            let sig = sig65(&s.signature, s.from)?;
+            let who = self.cache.recover(digest, &sig)?;
+            if who != s.from {
+                return Err(FederatedError::Refused(format!(
+                    "a survivor signature claims {} but was made by {who}",
+                    s.from
+                )));
+            }
+            if !members.contains(&who) {
+                return Err(FederatedError::Refused(format!(
+                    "{who} signed the survivor set without being in it"
+                )));
+            }
+            signed.insert(who);
+        }
+        if signed.len() < self.threshold {
+            return Err(FederatedError::Aborted(format!(
+                "{} survivors confirmed the set, fewer than the threshold {}",
+                signed.len(),
+                self.threshold
+            )));
+        }
+        let mut self_mask_shares = Vec::new();
+        let mut masking_key_shares = Vec::new();
+        for v in &self.u2 {
+            let Some(h) = self.held.get(v) else { continue };
+            if members.contains(v) {
+                self_mask_shares.push((*v, h.self_mask.clone()));
+            } else {
+                masking_key_shares.push((*v, h.masking_key.clone()));
+            }
+        }
+        self.revealed = true;
+        Ok(UnmaskShares {
+            from: self.address,
+            self_mask_shares,
+            masking_key_shares,
+        })
+    }
+
+    fn member(&self, who: Address) -> Result<&KeyAdvert> {
+        self.roster
+            .iter()
+            .find(|a| a.from == who)
+            .ok_or_else(|| FederatedError::Refused(format!("{who} is not on the roster")))
+    }
+
+    fn index(&self, who: Address) -> Result<usize> {
+        self.roster
+            .iter()
+            .position(|a| a.from == who)
+            .ok_or_else(|| FederatedError::Refused(format!("{who} is not on the roster")))
+    }
+}
+
+/// Checks a roster: each advert signed by its sender for this round, no sender twice,
+/// no key reused, sorted by address, at least `t` members. Returns it sorted.
+pub fn verify_roster(
+    roster: &[KeyAdvert],
+    id: &RoundId,
+    cache: &RecoveryCache,
+    threshold: usize,
+) -> Result<Vec<KeyAdvert>> {
+    let mut seen = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    for a in roster {
+        let sig = sig65(&a.signature, a.from)?;
+        let who = cache.recover(
+            identity::keys_digest(id, &a.encryption_key, &a.masking_key),
+            &sig,
+        )?;
+        if who != a.from {
+            return Err(FederatedError::Refused(format!(
+                "the keys advertised for {} were signed by {who}",
+                a.from
+            )));
+        }
+        if !seen.insert(a.from) {
+            return Err(FederatedError::Refused(format!(
+                "{} advertised twice",
+                a.from
+            )));
+        }
+        if !keys.insert(a.encryption_key) || !keys.insert(a.masking_key) {
+            return Err(FederatedError::Refused(format!("{} reuses a key", a.from)));
+        }
+    }
+    if roster.len() < threshold {
+        return Err(FederatedError::Aborted(format!(
+            "{} participants advertised keys, fewer than the threshold {threshold}",
+            roster.len()
+        )));
+    }
+    let mut sorted = roster.to_vec();
+    sorted.sort_by_key(|a| a.from);
+    Ok(sorted)
+}

@@ -1,0 +1,246 @@
+//! Exactness, dropouts, privacy and refusals of one round, over the real protocol.
+
+use alloy::primitives::B256;
+
+use crate::sim::{DropAt, Simulation};
+use crate::{FederatedError, RingCodec};
+
+const PHASES: [DropAt; 5] = [
+    DropAt::Advertise,
+    DropAt::ShareKeys,
+    DropAt::MaskedInput,
+    DropAt::Consistency,
+    DropAt::Unmask,
+];
+
+/// `n` encoded updates of `len` parameters, different for everyone.
+fn inputs(n: usize, len: usize) -> Vec<Vec<u32>> {
+    let codec = RingCodec::new(1.0, 1_000_000).expect("codec");
+    (0..n)
+        .map(|i| {
+            let update: Vec<f32> = (0..len)
+                .map(|j| (((i * 7919 + j * 104_729) % 2001) as f32 / 1000.0) - 1.0)
+                .collect();
+            codec.encode(&update, 10 + i as u32).expect("encode")
+        })
+        .collect()
+}
+
+fn plain_sum(inputs: &[Vec<u32>], who: &[usize]) -> Vec<u32> {
+    let mut sum = vec![0u32; inputs[0].len()];
+    for &i in who {
+        RingCodec::add_into(&mut sum, &inputs[i]);
+    }
+    sum
+}
+
+/// Everyone in the sum who should be: those who sent a masked input.
+fn expected_survivors(n: usize, sim: &Simulation) -> Vec<usize> {
+    (0..n)
+        .filter(|i| sim.drops.get(i).is_none_or(|d| *d > DropAt::MaskedInput))
+        .collect()
+}
+
+fn check(n: usize, t: usize, len: usize, drops: &[(usize, DropAt)]) {
+    let xs = inputs(n, len);
+    let mut sim = Simulation::new(t, B256::repeat_byte(7));
+    for &(i, at) in drops {
+        sim = sim.drop_at(i, at);
+    }
+    let out = sim
+        .run(&xs)
+        .unwrap_or_else(|e| panic!("n={n} t={t} drops={drops:?}: {e}"));
+    let want = expected_survivors(n, &sim);
+    assert_eq!(out.survivors, want, "n={n} drops={drops:?}");
+    assert_eq!(
+        out.sum,
+        plain_sum(&xs, &want),
+        "n={n} t={t} drops={drops:?}: the secure sum is not the plain sum"
+    );
+}
+
+#[test]
+fn the_secure_sum_equals_the_plain_sum_bit_for_bit_with_dropouts_in_every_phase() {
+    for (n, len) in [(3usize, 257usize), (5, 257), (20, 129), (100, 33)] {
+        let t = n / 2 + 1;
+        let most = n - t;
+        check(n, t, len, &[]);
+        // The most dropouts the threshold allows, all in one phase…
+        for at in PHASES {
+            let drops: Vec<_> = (0..most).map(|i| (n - 1 - i, at)).collect();
+            check(n, t, len, &drops);
+        }
+        // …and spread over every phase.
+        let spread: Vec<_> = (0..most).map(|i| (i * 2 % n, PHASES[i % 5])).collect();
+        check(n, t, len, &spread);
+    }
+}
+
+#[test]
+fn one_dropout_past_the_threshold_aborts_the_round_with_a_reason() {
+    let (n, t) = (5, 3);
+    let xs = inputs(n, 16);
+    for at in PHASES {
+        let mut sim = Simulation::new(t, B256::repeat_byte(1));
+        for i in 0..=(n - t) {
+            sim = sim.drop_at(i, at);
+        }
+        match sim.run(&xs) {
+            Err(FederatedError::Aborted(why)) => assert!(why.contains("threshold"), "{why}"),
+            other => panic!("{at:?}: expected an abort, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_decoded_secure_sum_is_fedavg_of_the_survivors() {
+    let codec = RingCodec::new(1.0, 1_000).expect("codec");
+    let updates = [
+        vec![0.5f32, -0.5, 0.25],
+        vec![0.1, 0.2, 0.3],
+        vec![-1.0, 1.0, 0.0],
+    ];
+    let weights = [100u32, 300, 600];
+    let xs: Vec<Vec<u32>> = updates
+        .iter()
+        .zip(weights)
+        .map(|(u, w)| codec.encode(u, w).expect("encode"))
+        .collect();
+    let out = Simulation::new(2, B256::ZERO).run(&xs).expect("round");
+    let (total, mean) = codec.decode_mean(&out.sum).expect("decode");
+    assert_eq!(total, 1000);
+    for (k, m) in mean.iter().enumerate() {
+        let want: f32 = updates
+            .iter()
+            .zip(weights)
+            .map(|(u, w)| u[k] * w as f32)
+            .sum::<f32>()
+            / 1000.0;
+        assert!((m - want).abs() < 1e-4, "parameter {k}: {m} vs {want}");
+    }
+}
+
+/// What the aggregator receives from one participant must look uniform, whatever the
+/// update: here an all-zero update, whose masked words are tested for uniformity over
+/// 256 buckets (chi-square, 255 degrees of freedom; the 99.9th percentile is 330.5).
+#[test]
+fn a_single_masked_input_is_indistinguishable_from_uniform() {
+    let n = 3;
+    let len = 1 << 16;
+    let codec = RingCodec::new(1.0, 1000).expect("codec");
+    let zero = codec.encode(&vec![0.0; len - 1], 1).expect("encode");
+    let xs = vec![zero; n];
+    let out = Simulation::new(2, B256::repeat_byte(3))
+        .run(&xs)
+        .expect("round");
+    for masked in &out.masked {
+        let mut buckets = [0u64; 256];
+        for w in masked.words() {
+            buckets[(w >> 24) as usize] += 1;
+            buckets[(w & 0xff) as usize] += 1;
+        }
+        let total: u64 = buckets.iter().sum();
+        let expect = total as f64 / 256.0;
+        let chi2: f64 = buckets
+            .iter()
+            .map(|&b| (b as f64 - expect).powi(2) / expect)
+            .sum();
+        assert!(chi2 < 330.5, "chi-square {chi2} for {}", masked.from());
+        // And it is not the update: no word of an all-zero input survives as zero
+        // more often than chance (about 16 of 65,536 words).
+        let zeros = masked.words().iter().filter(|w| **w == 0).count();
+        assert!(zeros < 16, "{zeros} zero words");
+    }
+}
+
+mod refusals {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use alloy::primitives::{Address, B256};
+    use alloy::signers::local::PrivateKeySigner;
+
+    use crate::{Coordinator, FederatedError, Participant, RecoveryCache, RoundId};
+
+    fn round(job: u8) -> RoundId {
+        RoundId {
+            job: B256::repeat_byte(job),
+            round: 1,
+            domain: insitu_ledger::eip712::insitu_domain(31337, Address::ZERO),
+        }
+    }
+
+    fn people(n: usize, id: &RoundId, cache: &RecoveryCache) -> Vec<Participant> {
+        (0..n)
+            .map(|_| {
+                let s = PrivateKeySigner::random();
+                Participant::new(
+                    Arc::new(s.clone()),
+                    s.address(),
+                    id.clone(),
+                    2,
+                    cache.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_participant_without_an_agreement_is_left_out_of_the_roster() {
+        let id = round(1);
+        let cache = RecoveryCache::default();
+        let ps = people(4, &id, &cache);
+        // The fourth holds no training agreement.
+        let allowed: BTreeSet<Address> = ps[..3].iter().map(|p| p.address()).collect();
+        let mut c = Coordinator::new(id, 2, 10, allowed, 8, cache).expect("coordinator");
+        let adverts = ps.iter().map(|p| p.advertise().expect("advert")).collect();
+        let roster = c.collect_adverts(adverts).expect("roster");
+        assert_eq!(roster.len(), 3);
+        assert!(roster.iter().all(|a| a.from != ps[3].address()));
+    }
+
+    #[test]
+    fn keys_not_signed_by_their_identity_are_refused() {
+        let id = round(2);
+        let cache = RecoveryCache::default();
+        let mut ps = people(3, &id, &cache);
+        let mut adverts: Vec<_> = ps.iter().map(|p| p.advertise().expect("advert")).collect();
+        // Someone swaps in their own masking key under participant 0's signature.
+        adverts[0].masking_key = adverts[1].masking_key;
+        let err = ps[2].share_keys(&adverts).expect_err("a forged roster");
+        assert!(matches!(err, FederatedError::Refused(_)), "{err}");
+        // A signature made for another job does not carry over either.
+        let other = people(1, &round(3), &cache);
+        let mut foreign = other[0].advertise().expect("advert");
+        let mut good: Vec<_> = ps.iter().map(|p| p.advertise().expect("advert")).collect();
+        foreign.from = good[0].from;
+        good[0] = foreign;
+        let err = ps[1].share_keys(&good).expect_err("a foreign signature");
+        assert!(err.to_string().contains("signed by"), "{err}");
+        // And the coordinator drops such adverts before anyone sees them.
+        let allowed: BTreeSet<Address> = ps.iter().map(|p| p.address()).collect();
+        let mut c = Coordinator::new(id, 2, 10, allowed, 8, cache).expect("coordinator");
+        let roster = c.collect_adverts(good).expect("roster of the others");
+        assert_eq!(roster.len(), 2);
+    }
+
+    #[test]
+    fn a_survivor_set_that_leaves_out_a_sender_or_is_too_small_is_not_signed() {
+        let id = round(4);
+        let cache = RecoveryCache::default();
+        let mut ps = people(3, &id, &cache);
+        let adverts: Vec<_> = ps.iter().map(|p| p.advertise().expect("advert")).collect();
+        let mut sealed = Vec::new();
+        for p in ps.iter_mut() {
+            sealed.extend(p.share_keys(&adverts).expect("share"));
+        }
+        let me = ps[0].address();
+        let inbox: Vec<_> = sealed.iter().filter(|s| s.to == me).cloned().collect();
+        ps[0].masked_input(&inbox, &[1, 2, 3]).expect("mask");
+        let others: Vec<Address> = ps[1..].iter().map(|p| p.address()).collect();
+        let err = ps[0].consistency(&others).expect_err("left out");
+        assert!(err.to_string().contains("leaves out"), "{err}");
+        let err = ps[0].consistency(&[me]).expect_err("too small");
+        assert!(matches!(err, FederatedError::Aborted(_)), "{err}");
+    }
+}

@@ -14,6 +14,8 @@ use crate::identity::RoundId;
 
 /// Most participants in one round: Shamir identifiers are the non-zero bytes.
 pub const MAX_PARTICIPANTS: usize = 255;
+/// One share of a 32-byte secret: its identifier byte, then 32 bytes.
+pub const SHARE_BYTES: usize = 33;
 
 /// 32 secret bytes, wiped when dropped and never printed.
 #[derive(Clone)]
@@ -127,7 +129,7 @@ pub fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
     let mut picked = Vec::with_capacity(t);
     for (index, share) in shares.iter().take(t) {
         // A share's first byte is its identifier: the holder's index plus one.
-        if share.len() != 33 || usize::from(share[0]) != index + 1 {
+        if share.len() != SHARE_BYTES || usize::from(share[0]) != index + 1 {
             return Err(FederatedError::Refused(format!(
                 "a share from roster member {index} is malformed"
             )));

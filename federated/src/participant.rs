@@ -137,8 +137,8 @@ impl Participant {
                 self.address,
                 peer.from,
             );
-            let plain = serde_json::to_vec(&(&b_shares[i], &s_shares[i]))
-                .map_err(|e| FederatedError::Internal(e.to_string()))?;
+            // The two shares, back to back (identifier byte, then 32 bytes, each).
+            let plain = [b_shares[i].as_slice(), s_shares[i].as_slice()].concat();
             out.push(SealedShares {
                 from: self.address,
                 to: peer.from,
@@ -173,13 +173,14 @@ impl Participant {
             let plain = crypto::open(&key, &sealed.ciphertext).map_err(|_| {
                 FederatedError::Refused(format!("shares from {} do not open", sealed.from))
             })?;
-            let (self_mask, masking_key): (Vec<u8>, Vec<u8>) = serde_json::from_slice(&plain)
-                .map_err(|e| {
-                    FederatedError::Refused(format!(
-                        "shares from {} are malformed: {e}",
-                        sealed.from
-                    ))
-                })?;
+            if plain.len() != 2 * crypto::SHARE_BYTES {
+                return Err(FederatedError::Refused(format!(
+                    "shares from {} are malformed",
+                    sealed.from
+                )));
+            }
+            let (self_mask, masking_key) = plain.split_at(crypto::SHARE_BYTES);
+            let (self_mask, masking_key) = (self_mask.to_vec(), masking_key.to_vec());
             if held
                 .insert(
                     sealed.from,

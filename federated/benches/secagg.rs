@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
-use insitu_federated::{Coordinator, Participant, RecoveryCache, RingCodec, RoundId};
+use insitu_federated::{Coordinator, Participant, RecoveryCache, RingCodec, RoundId, RoundRules};
 
 /// A field of /proc/self/status, in bytes.
 fn status_bytes(field: &str) -> usize {
@@ -69,7 +69,7 @@ fn round(updates: &[Vec<f32>], codec: &RingCodec, dropouts: usize) -> Round {
         domain: insitu_ledger::eip712::insitu_domain(31337, Address::ZERO),
     };
     let cache = RecoveryCache::default();
-    let t = CLIENTS / 2 + 1;
+    let rules = RoundRules::majority(CLIENTS).expect("rules");
     let signers: Vec<PrivateKeySigner> = (0..CLIENTS).map(|_| PrivateKeySigner::random()).collect();
     let index: BTreeMap<Address, usize> = signers
         .iter()
@@ -83,13 +83,13 @@ fn round(updates: &[Vec<f32>], codec: &RingCodec, dropouts: usize) -> Round {
                 Arc::new(s.clone()),
                 s.address(),
                 id.clone(),
-                t,
+                rules,
                 cache.clone(),
             )
         })
         .collect();
     let allowed: BTreeSet<Address> = index.keys().copied().collect();
-    let mut c = Coordinator::new(id, t, CLIENTS, allowed, PARAMS + 1, cache).expect("coordinator");
+    let mut c = Coordinator::new(id, rules, allowed, PARAMS + 1, cache).expect("coordinator");
     let adverts: Vec<_> = people
         .iter()
         .map(|p| p.advertise().expect("advert"))

@@ -55,17 +55,36 @@ pub struct KeyPair {
 impl KeyPair {
     pub fn generate() -> Self {
         let secret = Secret::random();
-        let public =
-            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret.0)).to_bytes();
+        let public = public_of(&secret);
         KeyPair { secret, public }
     }
 }
 
-/// The X25519 shared secret of `secret` and `public`.
-pub fn dh(secret: &Secret, public: &[u8; 32]) -> [u8; 32] {
-    x25519_dalek::StaticSecret::from(secret.0)
-        .diffie_hellman(&x25519_dalek::PublicKey::from(*public))
-        .to_bytes()
+/// The X25519 shared secret of `secret` and `public`. A low-order public key (whose
+/// shared secret anyone could compute) is refused.
+pub fn dh(secret: &Secret, public: &[u8; 32]) -> Result<[u8; 32]> {
+    let shared = x25519_dalek::StaticSecret::from(secret.0)
+        .diffie_hellman(&x25519_dalek::PublicKey::from(*public));
+    if !shared.was_contributory() {
+        return Err(FederatedError::Refused(
+            "a low-order X25519 public key".into(),
+        ));
+    }
+    Ok(shared.to_bytes())
+}
+
+/// The X25519 public key of `secret`: checks a rebuilt masking key against the roster.
+pub fn public_of(secret: &Secret) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret.0)).to_bytes()
+}
+
+/// The commitment to a self-mask seed that a participant signs with its keys, so a
+/// rebuilt seed can be checked.
+pub fn commitment(secret: &Secret) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"insitu/secagg/self-mask-commitment");
+    h.update(secret.0);
+    h.finalize().into()
 }
 
 /// A key for one purpose, one round and one ordered pair, from a shared secret.
@@ -82,13 +101,13 @@ pub fn kdf(label: &str, id: &RoundId, shared: &[u8; 32], from: Address, to: Addr
 
 /// The seed of the pairwise mask between the owner of `secret` and the owner of
 /// `public`: the same from both sides.
-pub fn pair_seed(id: &RoundId, secret: &Secret, public: &[u8; 32]) -> [u8; 32] {
+pub fn pair_seed(id: &RoundId, secret: &Secret, public: &[u8; 32]) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     h.update(b"insitu/secagg/pair-mask");
     h.update(id.job.as_slice());
     h.update(id.round.to_be_bytes());
-    h.update(dh(secret, public));
-    h.finalize().into()
+    h.update(dh(secret, public)?);
+    Ok(h.finalize().into())
 }
 
 /// Seals `plain` under a key used for one message only (so a fixed nonce is safe).
@@ -118,7 +137,33 @@ pub fn split(secret: &Secret, t: usize, n: usize) -> Result<Vec<Vec<u8>>> {
     Ok(shares)
 }
 
-/// Rebuilds a secret from at least `t` shares, each with its holder's roster index.
+/// Rebuilds a secret from `t` or more shares, each with its holder's roster index,
+/// accepting only a result that passes `check`. A wrong share yields a wrong secret,
+/// not an error, so with more than `t` shares further windows of `t` are tried.
+pub fn combine_checked(
+    shares: &[(usize, Vec<u8>)],
+    t: usize,
+    check: impl Fn(&Secret) -> bool,
+) -> Result<Secret> {
+    if shares.len() < t {
+        return Err(FederatedError::Aborted(format!(
+            "{} shares, fewer than the threshold {t}",
+            shares.len()
+        )));
+    }
+    for start in 0..=shares.len() - t {
+        if let Ok(s) = combine(&shares[start..], t)
+            && check(&s)
+        {
+            return Ok(s);
+        }
+    }
+    Err(FederatedError::Aborted(
+        "no set of shares rebuilds the secret its owner committed to".into(),
+    ))
+}
+
+/// Rebuilds a secret from the first `t` shares, each with its holder's roster index.
 pub fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
     if shares.len() < t {
         return Err(FederatedError::Aborted(format!(

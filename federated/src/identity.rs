@@ -20,6 +20,7 @@ alloy::sol! {
         uint32 round;
         bytes32 encryptionKey;
         bytes32 maskingKey;
+        bytes32 selfMaskCommitment;
     }
 
     /// A participant's view of who sent masked inputs (the consistency check).
@@ -76,12 +77,13 @@ fn sign(signer: &dyn SignerSync, digest: B256) -> Result<[u8; 65]> {
     Ok(sig.as_bytes())
 }
 
-pub(crate) fn keys_digest(id: &RoundId, c_pk: &[u8; 32], s_pk: &[u8; 32]) -> B256 {
+pub(crate) fn keys_digest(id: &RoundId, advert: &crate::messages::KeyAdvert) -> B256 {
     SecAggKeys {
         job: id.job,
         round: id.round,
-        encryptionKey: B256::from(*c_pk),
-        maskingKey: B256::from(*s_pk),
+        encryptionKey: B256::from(advert.encryption_key),
+        maskingKey: B256::from(advert.masking_key),
+        selfMaskCommitment: B256::from(advert.self_mask_commitment),
     }
     .eip712_signing_hash(&id.domain)
 }
@@ -89,10 +91,9 @@ pub(crate) fn keys_digest(id: &RoundId, c_pk: &[u8; 32], s_pk: &[u8; 32]) -> B25
 pub(crate) fn sign_keys(
     signer: &dyn SignerSync,
     id: &RoundId,
-    c_pk: &[u8; 32],
-    s_pk: &[u8; 32],
+    advert: &crate::messages::KeyAdvert,
 ) -> Result<[u8; 65]> {
-    sign(signer, keys_digest(id, c_pk, s_pk))
+    sign(signer, keys_digest(id, advert))
 }
 
 /// The hash of a survivor set, in roster order.

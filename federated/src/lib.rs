@@ -17,6 +17,7 @@ mod messages;
 mod participant;
 mod prg;
 mod ring;
+mod rules;
 mod server;
 pub mod sim;
 
@@ -27,6 +28,7 @@ pub use messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, Unma
 pub use participant::{Participant, verify_roster};
 pub use prg::{Sign, apply_mask};
 pub use ring::RingCodec;
+pub use rules::RoundRules;
 pub use server::{Aggregator, Coordinator, Phase};
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ pub struct KeyAdvert {
     pub encryption_key: [u8; 32],
     /// Agrees this participant's pairwise mask seeds.
     pub masking_key: [u8; 32],
+    /// A hash of the self-mask seed, so the seed rebuilt from shares can be checked.
+    pub self_mask_commitment: [u8; 32],
     pub signature: Vec<u8>,
 }
 

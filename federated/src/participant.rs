@@ -24,6 +24,7 @@ use crate::error::{FederatedError, Result};
 use crate::identity::{self, RecoveryCache, RoundId};
 use crate::messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
 use crate::prg::{Sign, apply_mask};
+use crate::rules::RoundRules;
 
 /// The shares one peer sent this participant.
 struct Held {
@@ -36,16 +37,28 @@ pub struct Participant {
     signer: Arc<dyn SignerSync + Send + Sync>,
     address: Address,
     id: RoundId,
-    threshold: usize,
+    rules: RoundRules,
     cache: RecoveryCache,
+    step: Step,
     encryption: KeyPair,
     masking: KeyPair,
     self_mask: Secret,
     roster: Vec<KeyAdvert>,
     held: BTreeMap<Address, Held>,
     u2: Vec<Address>,
-    u3: Option<Vec<Address>>,
-    revealed: bool,
+    u3: Vec<Address>,
+}
+
+/// Where a participant is. Each step runs once, in order: a coordinator that asks for a
+/// second masked input (with a different inbox) or a second signature (on a different
+/// survivor set) could otherwise unmask a single update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Fresh,
+    Shared,
+    Masked,
+    Confirmed,
+    Revealed,
 }
 
 impl std::fmt::Debug for Participant {
@@ -64,29 +77,41 @@ fn sig65(bytes: &[u8], who: Address) -> Result<[u8; 65]> {
 }
 
 impl Participant {
-    /// A participant signing as `signer`, for round `id`, with Shamir threshold `t`.
+    /// A participant signing as `signer`, for round `id`, under the job's `rules`.
     pub fn new(
         signer: Arc<dyn SignerSync + Send + Sync>,
         address: Address,
         id: RoundId,
-        threshold: usize,
+        rules: RoundRules,
         cache: RecoveryCache,
     ) -> Self {
         Participant {
             signer,
             address,
             id,
-            threshold,
+            rules,
             cache,
+            step: Step::Fresh,
             encryption: KeyPair::generate(),
             masking: KeyPair::generate(),
             self_mask: Secret::random(),
             roster: Vec::new(),
             held: BTreeMap::new(),
             u2: Vec::new(),
-            u3: None,
-            revealed: false,
+            u3: Vec::new(),
         }
+    }
+
+    /// Moves from `from` to the next step, or refuses: every step runs once, in order.
+    fn advance(&mut self, from: Step, to: Step) -> Result<()> {
+        if self.step != from {
+            return Err(FederatedError::Phase(format!(
+                "asked for {to:?} while at {:?}: each step runs once, in order",
+                self.step
+            )));
+        }
+        self.step = to;
+        Ok(())
     }
 
     pub fn address(&self) -> Address {
@@ -95,23 +120,28 @@ impl Participant {
 
     /// Round 0.
     pub fn advertise(&self) -> Result<KeyAdvert> {
-        let signature = identity::sign_keys(
-            self.signer.as_ref(),
-            &self.id,
-            &self.encryption.public,
-            &self.masking.public,
-        )?;
-        Ok(KeyAdvert {
+        let mut advert = KeyAdvert {
             from: self.address,
             encryption_key: self.encryption.public,
             masking_key: self.masking.public,
-            signature: signature.to_vec(),
-        })
+            self_mask_commitment: crypto::commitment(&self.self_mask),
+            signature: Vec::new(),
+        };
+        advert.signature = identity::sign_keys(self.signer.as_ref(), &self.id, &advert)?.to_vec();
+        Ok(advert)
     }
 
     /// Round 1: checks the roster and seals shares for every member (itself included).
     pub fn share_keys(&mut self, roster: &[KeyAdvert]) -> Result<Vec<SealedShares>> {
-        let roster = verify_roster(roster, &self.id, &self.cache, self.threshold)?;
+        self.advance(Step::Fresh, Step::Shared)?;
+        if roster.len() > self.rules.max_participants {
+            return Err(FederatedError::Refused(format!(
+                "a roster of {}, more than the job's {} participants",
+                roster.len(),
+                self.rules.max_participants
+            )));
+        }
+        let roster = verify_roster(roster, &self.id, &self.cache, self.rules.threshold)?;
         let me = roster
             .iter()
             .position(|a| a.from == self.address)
@@ -126,14 +156,14 @@ impl Participant {
             ));
         }
         let n = roster.len();
-        let b_shares = crypto::split(&self.self_mask, self.threshold, n)?;
-        let s_shares = crypto::split(&self.masking.secret, self.threshold, n)?;
+        let b_shares = crypto::split(&self.self_mask, self.rules.threshold, n)?;
+        let s_shares = crypto::split(&self.masking.secret, self.rules.threshold, n)?;
         let mut out = Vec::with_capacity(n);
         for (i, peer) in roster.iter().enumerate() {
             let key = crypto::kdf(
                 "insitu/secagg/shares",
                 &self.id,
-                &crypto::dh(&self.encryption.secret, &peer.encryption_key),
+                &crypto::dh(&self.encryption.secret, &peer.encryption_key)?,
                 self.address,
                 peer.from,
             );
@@ -151,9 +181,7 @@ impl Participant {
 
     /// Round 2: opens the shares sent here and masks `encoded` (see [`crate::RingCodec`]).
     pub fn masked_input(&mut self, inbox: &[SealedShares], encoded: &[u32]) -> Result<MaskedInput> {
-        if self.roster.is_empty() {
-            return Err(FederatedError::Phase("masking before sharing keys".into()));
-        }
+        self.advance(Step::Shared, Step::Masked)?;
         let mut held = BTreeMap::new();
         for sealed in inbox {
             if sealed.to != self.address {
@@ -166,7 +194,7 @@ impl Participant {
             let key = crypto::kdf(
                 "insitu/secagg/shares",
                 &self.id,
-                &crypto::dh(&self.encryption.secret, &peer.encryption_key),
+                &crypto::dh(&self.encryption.secret, &peer.encryption_key)?,
                 sealed.from,
                 self.address,
             );
@@ -202,11 +230,11 @@ impl Participant {
                 "the coordinator withheld this participant's own shares".into(),
             ));
         }
-        if held.len() < self.threshold {
+        if held.len() < self.rules.threshold {
             return Err(FederatedError::Aborted(format!(
                 "{} participants shared keys, fewer than the threshold {}",
                 held.len(),
-                self.threshold
+                self.rules.threshold
             )));
         }
         self.u2 = self
@@ -225,7 +253,7 @@ impl Participant {
                 continue;
             }
             let peer = self.member(*v)?;
-            let seed = crypto::pair_seed(&self.id, &self.masking.secret, &peer.masking_key);
+            let seed = crypto::pair_seed(&self.id, &self.masking.secret, &peer.masking_key)?;
             let sign = if me < self.index(*v)? {
                 Sign::Add
             } else {
@@ -241,6 +269,13 @@ impl Participant {
 
     /// Round 3: signs the announced survivor set after checking it.
     pub fn consistency(&mut self, u3: &[Address]) -> Result<SurvivorSignature> {
+        // Refusing does not use up the step; signing does: one set is ever signed.
+        if self.step != Step::Masked {
+            return Err(FederatedError::Phase(format!(
+                "asked for a survivor signature while at {:?}: each step runs once, in order",
+                self.step
+            )));
+        }
         let u2: BTreeSet<_> = self.u2.iter().collect();
         if u3.iter().any(|a| !u2.contains(a)) {
             return Err(FederatedError::Refused(
@@ -253,11 +288,11 @@ impl Participant {
                 "the survivor set repeats a member".into(),
             ));
         }
-        if u3.len() < self.threshold {
+        if u3.len() < self.rules.threshold {
             return Err(FederatedError::Aborted(format!(
                 "{} survivors, fewer than the threshold {}",
                 u3.len(),
-                self.threshold
+                self.rules.threshold
             )));
         }
         if !u3.contains(&self.address) {
@@ -265,8 +300,9 @@ impl Participant {
                 "the survivor set leaves out this participant, whose input was sent".into(),
             ));
         }
+        self.advance(Step::Masked, Step::Confirmed)?;
         let signature = identity::sign_survivors(self.signer.as_ref(), &self.id, u3)?;
-        self.u3 = Some(u3.to_vec());
+        self.u3 = u3.to_vec();
         Ok(SurvivorSignature {
             from: self.address,
             signature: signature.to_vec(),
@@ -275,12 +311,8 @@ impl Participant {
 
     /// Round 4: reveals shares once at least `t` survivors signed the same set.
     pub fn unmask(&mut self, signatures: &[SurvivorSignature]) -> Result<UnmaskShares> {
-        if self.revealed {
-            return Err(FederatedError::Phase("shares were already revealed".into()));
-        }
-        let u3 = self.u3.clone().ok_or_else(|| {
-            FederatedError::Phase("unmasking before the consistency check".into())
-        })?;
+        self.advance(Step::Confirmed, Step::Revealed)?;
+        let u3 = self.u3.clone();
         let digest = identity::survivors_digest(&self.id, &u3);
         let members: BTreeSet<_> = u3.iter().copied().collect();
         let mut signed = BTreeSet::new();
@@ -300,11 +332,11 @@ impl Participant {
             }
             signed.insert(who);
         }
-        if signed.len() < self.threshold {
+        if signed.len() < self.rules.threshold {
             return Err(FederatedError::Aborted(format!(
                 "{} survivors confirmed the set, fewer than the threshold {}",
                 signed.len(),
-                self.threshold
+                self.rules.threshold
             )));
         }
         let mut self_mask_shares = Vec::new();
@@ -317,7 +349,6 @@ impl Participant {
                 masking_key_shares.push((*v, h.masking_key.clone()));
             }
         }
-        self.revealed = true;
         Ok(UnmaskShares {
             from: self.address,
             self_mask_shares,
@@ -352,10 +383,7 @@ pub fn verify_roster(
     let mut keys = BTreeSet::new();
     for a in roster {
         let sig = sig65(&a.signature, a.from)?;
-        let who = cache.recover(
-            identity::keys_digest(id, &a.encryption_key, &a.masking_key),
-            &sig,
-        )?;
+        let who = cache.recover(identity::keys_digest(id, a), &sig)?;
         if who != a.from {
             return Err(FederatedError::Refused(format!(
                 "the keys advertised for {} were signed by {who}",

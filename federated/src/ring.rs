@@ -15,6 +15,7 @@ use crate::error::{FederatedError, Result};
 /// How updates map into the ring. The coordinator fixes it per job; every participant
 /// and the aggregator use the same one.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RawCodec")]
 pub struct RingCodec {
     /// Each value is clipped to `[-clip, clip]` before scaling.
     pub clip: f32,
@@ -22,6 +23,21 @@ pub struct RingCodec {
     pub max_total_weight: u32,
     /// Fixed-point scale: `round(value * scale)`.
     pub scale: f64,
+}
+
+/// A codec as received: checked by [`RingCodec::new`], its scale recomputed, never
+/// taken from the sender.
+#[derive(serde::Deserialize)]
+struct RawCodec {
+    clip: f32,
+    max_total_weight: u32,
+}
+
+impl TryFrom<RawCodec> for RingCodec {
+    type Error = FederatedError;
+    fn try_from(r: RawCodec) -> Result<Self> {
+        RingCodec::new(r.clip, r.max_total_weight)
+    }
 }
 
 impl RingCodec {
@@ -56,14 +72,22 @@ impl RingCodec {
         1.0 / self.scale
     }
 
-    /// One value as a fixed-point integer.
+    /// The largest magnitude a quantised value may have: `max_total_weight` of them
+    /// still sum inside the signed 32-bit range.
+    fn limit(&self) -> i64 {
+        i64::from(i32::MAX) / i64::from(self.max_total_weight)
+    }
+
+    /// One value as a fixed-point integer. Rounding could carry `clip · scale` past the
+    /// limit, so the result is clamped to it as well.
     pub fn quantise(&self, v: f32) -> i64 {
         let clipped = if v.is_nan() {
             0.0
         } else {
             v.clamp(-self.clip, self.clip)
         };
-        (f64::from(clipped) * self.scale).round() as i64
+        let limit = self.limit();
+        ((f64::from(clipped) * self.scale).round() as i64).clamp(-limit, limit)
     }
 
     /// A client's update weighted by its sample count: `[weight, weight·q(v0), …]`.
@@ -144,6 +168,32 @@ mod tests {
             RingCodec::add_into(&mut neg, &codec.encode(&[-1.0], 1).expect("enc"));
         }
         assert!((codec.decode_mean(&neg).expect("decode").1[0] + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_clip_that_does_not_scale_to_a_whole_number_cannot_flip_the_sign() {
+        for (clip, weight) in [(0.5f32, 2u32), (0.1, 1000), (0.3, 7), (1.7, 13)] {
+            let codec = RingCodec::new(clip, weight).expect("codec");
+            let mut sum = vec![0u32; 2];
+            RingCodec::add_into(&mut sum, &codec.encode(&[clip], weight).expect("enc"));
+            let (_, mean) = codec.decode_mean(&sum).expect("decode");
+            assert!(mean[0] > 0.0, "clip {clip}, weight {weight}: {mean:?}");
+            assert!((mean[0] - clip).abs() < 1e-3, "clip {clip}: {mean:?}");
+        }
+    }
+
+    #[test]
+    fn a_received_codec_is_checked_and_its_scale_recomputed() {
+        let good: RingCodec =
+            serde_json::from_str(r#"{"clip":1.0,"max_total_weight":10,"scale":1e30}"#)
+                .expect("codec");
+        assert_eq!(good, RingCodec::new(1.0, 10).expect("codec"));
+        for bad in [
+            r#"{"clip":-1.0,"max_total_weight":10}"#,
+            r#"{"clip":1.0,"max_total_weight":0}"#,
+        ] {
+            assert!(serde_json::from_str::<RingCodec>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::identity::{self, RecoveryCache, RoundId};
 use crate::messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
 use crate::participant::verify_roster;
 use crate::prg::{Sign, apply_mask};
+use crate::rules::RoundRules;
 
 /// The running sum of masked inputs.
 #[derive(Debug)]
@@ -92,7 +93,7 @@ pub enum Phase {
 pub struct Coordinator {
     id: RoundId,
     threshold: usize,
-    max_participants: usize,
+    rules: RoundRules,
     allowed: BTreeSet<Address>,
     cache: RecoveryCache,
     phase: Phase,
@@ -108,26 +109,15 @@ impl Coordinator {
     /// summing vectors of `len` words.
     pub fn new(
         id: RoundId,
-        threshold: usize,
-        max_participants: usize,
+        rules: RoundRules,
         allowed: BTreeSet<Address>,
         len: usize,
         cache: RecoveryCache,
     ) -> Result<Self> {
-        if threshold < 2 {
-            return Err(FederatedError::Invalid(
-                "a threshold below 2 would let one participant's shares unmask another".into(),
-            ));
-        }
-        if threshold > max_participants {
-            return Err(FederatedError::Invalid(format!(
-                "threshold {threshold} exceeds the {max_participants} participants allowed"
-            )));
-        }
         Ok(Coordinator {
             id,
-            threshold,
-            max_participants,
+            threshold: rules.threshold,
+            rules,
             allowed,
             cache,
             phase: Phase::Advertise,
@@ -168,18 +158,32 @@ impl Coordinator {
     pub fn collect_adverts(&mut self, adverts: Vec<KeyAdvert>) -> Result<Vec<KeyAdvert>> {
         self.expect(Phase::Advertise)?;
         let mut admitted = Vec::new();
+        let mut senders = BTreeSet::new();
+        let mut keys = BTreeSet::new();
         for a in adverts {
             if !self.allowed.contains(&a.from) {
                 tracing::warn!(participant = %a.from, "refused: no training agreement");
                 continue;
             }
-            match verify_roster(std::slice::from_ref(&a), &self.id, &self.cache, 0) {
-                Ok(_) => admitted.push(a),
-                Err(e) => tracing::warn!(participant = %a.from, error = %e, "advert refused"),
+            if let Err(e) = verify_roster(std::slice::from_ref(&a), &self.id, &self.cache, 0) {
+                tracing::warn!(participant = %a.from, error = %e, "advert refused");
+                continue;
             }
+            // One advert per identity, and no key twice: a participant copying someone
+            // else's key is dropped, not allowed to spoil the roster for everyone.
+            if !senders.insert(a.from)
+                || keys.contains(&a.encryption_key)
+                || keys.contains(&a.masking_key)
+            {
+                tracing::warn!(participant = %a.from, "advert refused: a repeated sender or key");
+                continue;
+            }
+            keys.insert(a.encryption_key);
+            keys.insert(a.masking_key);
+            admitted.push(a);
         }
-        if admitted.len() > self.max_participants {
-            admitted.truncate(self.max_participants);
+        if admitted.len() > self.rules.max_participants {
+            admitted.truncate(self.rules.max_participants);
         }
         self.enough(admitted.len(), "advertised valid keys")?;
         self.roster = verify_roster(&admitted, &self.id, &self.cache, self.threshold)?;
@@ -225,7 +229,11 @@ impl Coordinator {
                 tracing::warn!(participant = %input.from, "a masked input from outside U2");
                 continue;
             }
-            self.aggregator.add(input)?;
+            let from = input.from;
+            // One bad input (wrong length, a replay) is that participant's loss only.
+            if let Err(e) = self.aggregator.add(input) {
+                tracing::warn!(participant = %from, error = %e, "masked input refused");
+            }
         }
         let u3 = self.aggregator.contributors();
         self.enough(u3.len(), "sent masked inputs")?;
@@ -280,43 +288,56 @@ impl Coordinator {
             .collect();
         let mut self_mask: BTreeMap<Address, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
         let mut masking: BTreeMap<Address, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
-        let mut responders = 0;
+        let mut responders = BTreeSet::new();
         for r in reveals {
-            if !signed.contains(&r.from) {
+            if !signed.contains(&r.from) || !responders.insert(r.from) {
                 continue;
             }
             let Some(&i) = index.get(&r.from) else {
                 continue;
             };
-            responders += 1;
+            // One share per (owner, holder): a repeated one would be a duplicate
+            // identifier, which must not be able to abort the round.
+            let mut seen = BTreeSet::new();
             for (v, share) in r.self_mask_shares {
-                if u3.contains(&v) {
+                if u3.contains(&v) && seen.insert(v) {
                     self_mask.entry(v).or_default().push((i, share));
                 }
             }
             for (v, share) in r.masking_key_shares {
-                if dropped.contains(&v) {
+                if dropped.contains(&v) && seen.insert(v) {
                     masking.entry(v).or_default().push((i, share));
                 }
             }
         }
-        self.enough(responders, "revealed their shares")?;
+        self.enough(responders.len(), "revealed their shares")?;
+        // Every rebuilt secret is checked against what its owner signed: the self-mask
+        // against its commitment, the masking key against its public key. A wrong share
+        // is outvoted when more than t arrived, and aborts the round otherwise.
         for u in &self.u3 {
             let shares = self_mask.remove(u).unwrap_or_default();
-            let b = crypto::combine(&shares, self.threshold).map_err(|e| {
+            let commitment = self.roster[index[u]].self_mask_commitment;
+            let b = crypto::combine_checked(&shares, self.threshold, |b| {
+                crypto::commitment(b) == commitment
+            })
+            .map_err(|e| {
                 FederatedError::Aborted(format!("the self-mask of {u} cannot be rebuilt: {e}"))
             })?;
             self.aggregator.remove(&b.bytes(), Sign::Add);
         }
         for v in &dropped {
             let shares = masking.remove(v).unwrap_or_default();
-            let s_v: Secret = crypto::combine(&shares, self.threshold).map_err(|e| {
+            let public = self.roster[index[v]].masking_key;
+            let s_v: Secret = crypto::combine_checked(&shares, self.threshold, |s| {
+                crypto::public_of(s) == public
+            })
+            .map_err(|e| {
                 FederatedError::Aborted(format!("the masking key of {v} cannot be rebuilt: {e}"))
             })?;
             let v_index = index[v];
             for u in &self.u3 {
                 let u_key = &self.roster[index[u]].masking_key;
-                let seed = crypto::pair_seed(&self.id, &s_v, u_key);
+                let seed = crypto::pair_seed(&self.id, &s_v, u_key)?;
                 // u added +PRG when it came first in the roster, −PRG otherwise.
                 let added_as = if index[u] < v_index {
                     Sign::Add

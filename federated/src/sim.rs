@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::identity::{RecoveryCache, RoundId};
 use crate::messages::MaskedInput;
 use crate::participant::Participant;
+use crate::rules::RoundRules;
 use crate::server::Coordinator;
 
 /// The phase at which a participant stops answering (it sends nothing from then on).
@@ -28,7 +29,7 @@ pub enum DropAt {
 /// One simulated round.
 #[derive(Debug, Clone)]
 pub struct Simulation {
-    pub threshold: usize,
+    pub rules: RoundRules,
     /// Participant index → where it drops.
     pub drops: BTreeMap<usize, DropAt>,
     pub round: RoundId,
@@ -45,10 +46,10 @@ pub struct SimOutcome {
 }
 
 impl Simulation {
-    /// A round of job `job` with threshold `t` and no dropouts.
-    pub fn new(threshold: usize, job: B256) -> Self {
+    /// A round of job `job` under `rules`, with no dropouts.
+    pub fn new(rules: RoundRules, job: B256) -> Self {
         Simulation {
-            threshold,
+            rules,
             drops: BTreeMap::new(),
             round: RoundId {
                 job,
@@ -83,14 +84,14 @@ impl Simulation {
                     Arc::new(s.clone()),
                     s.address(),
                     self.round.clone(),
-                    self.threshold,
+                    self.rules,
                     cache.clone(),
                 )
             })
             .collect();
         let allowed: BTreeSet<Address> = by_address.keys().copied().collect();
         let mut coordinator =
-            Coordinator::new(self.round.clone(), self.threshold, n, allowed, len, cache)?;
+            Coordinator::new(self.round.clone(), self.rules, allowed, len, cache)?;
 
         let adverts = people
             .iter()

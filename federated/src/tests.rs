@@ -3,7 +3,11 @@
 use alloy::primitives::B256;
 
 use crate::sim::{DropAt, Simulation};
-use crate::{FederatedError, RingCodec};
+use crate::{FederatedError, RingCodec, RoundRules};
+
+fn rules(n: usize) -> RoundRules {
+    RoundRules::majority(n).expect("rules")
+}
 
 const PHASES: [DropAt; 5] = [
     DropAt::Advertise,
@@ -43,7 +47,7 @@ fn expected_survivors(n: usize, sim: &Simulation) -> Vec<usize> {
 
 fn check(n: usize, t: usize, len: usize, drops: &[(usize, DropAt)]) {
     let xs = inputs(n, len);
-    let mut sim = Simulation::new(t, B256::repeat_byte(7));
+    let mut sim = Simulation::new(RoundRules::new(t, n).expect("rules"), B256::repeat_byte(7));
     for &(i, at) in drops {
         sim = sim.drop_at(i, at);
     }
@@ -81,7 +85,7 @@ fn one_dropout_past_the_threshold_aborts_the_round_with_a_reason() {
     let (n, t) = (5, 3);
     let xs = inputs(n, 16);
     for at in PHASES {
-        let mut sim = Simulation::new(t, B256::repeat_byte(1));
+        let mut sim = Simulation::new(RoundRules::new(t, n).expect("rules"), B256::repeat_byte(1));
         for i in 0..=(n - t) {
             sim = sim.drop_at(i, at);
         }
@@ -106,7 +110,9 @@ fn the_decoded_secure_sum_is_fedavg_of_the_survivors() {
         .zip(weights)
         .map(|(u, w)| codec.encode(u, w).expect("encode"))
         .collect();
-    let out = Simulation::new(2, B256::ZERO).run(&xs).expect("round");
+    let out = Simulation::new(rules(3), B256::ZERO)
+        .run(&xs)
+        .expect("round");
     let (total, mean) = codec.decode_mean(&out.sum).expect("decode");
     assert_eq!(total, 1000);
     for (k, m) in mean.iter().enumerate() {
@@ -130,7 +136,7 @@ fn a_single_masked_input_is_indistinguishable_from_uniform() {
     let codec = RingCodec::new(1.0, 1000).expect("codec");
     let zero = codec.encode(&vec![0.0; len - 1], 1).expect("encode");
     let xs = vec![zero; n];
-    let out = Simulation::new(2, B256::repeat_byte(3))
+    let out = Simulation::new(rules(3), B256::repeat_byte(3))
         .run(&xs)
         .expect("round");
     for masked in &out.masked {
@@ -160,7 +166,7 @@ mod refusals {
     use alloy::primitives::{Address, B256};
     use alloy::signers::local::PrivateKeySigner;
 
-    use crate::{Coordinator, FederatedError, Participant, RecoveryCache, RoundId};
+    use crate::{Coordinator, FederatedError, Participant, RecoveryCache, RoundId, RoundRules};
 
     fn round(job: u8) -> RoundId {
         RoundId {
@@ -178,7 +184,7 @@ mod refusals {
                     Arc::new(s.clone()),
                     s.address(),
                     id.clone(),
-                    2,
+                    RoundRules::majority(n.max(3)).expect("rules"),
                     cache.clone(),
                 )
             })
@@ -192,7 +198,8 @@ mod refusals {
         let ps = people(4, &id, &cache);
         // The fourth holds no training agreement.
         let allowed: BTreeSet<Address> = ps[..3].iter().map(|p| p.address()).collect();
-        let mut c = Coordinator::new(id, 2, 10, allowed, 8, cache).expect("coordinator");
+        let mut c = Coordinator::new(id, RoundRules::new(3, 4).expect("rules"), allowed, 8, cache)
+            .expect("coordinator");
         let adverts = ps.iter().map(|p| p.advertise().expect("advert")).collect();
         let roster = c.collect_adverts(adverts).expect("roster");
         assert_eq!(roster.len(), 3);
@@ -219,7 +226,8 @@ mod refusals {
         assert!(err.to_string().contains("signed by"), "{err}");
         // And the coordinator drops such adverts before anyone sees them.
         let allowed: BTreeSet<Address> = ps.iter().map(|p| p.address()).collect();
-        let mut c = Coordinator::new(id, 2, 10, allowed, 8, cache).expect("coordinator");
+        let mut c = Coordinator::new(id, RoundRules::new(2, 3).expect("rules"), allowed, 8, cache)
+            .expect("coordinator");
         let roster = c.collect_adverts(good).expect("roster of the others");
         assert_eq!(roster.len(), 2);
     }
@@ -242,5 +250,84 @@ mod refusals {
         assert!(err.to_string().contains("leaves out"), "{err}");
         let err = ps[0].consistency(&[me]).expect_err("too small");
         assert!(matches!(err, FederatedError::Aborted(_)), "{err}");
+    }
+}
+
+mod malicious_coordinator {
+    use std::sync::Arc;
+
+    use alloy::primitives::{Address, B256};
+    use alloy::signers::local::PrivateKeySigner;
+
+    use crate::{FederatedError, Participant, RecoveryCache, RoundId, RoundRules};
+
+    /// A coordinator that asks a participant for a second masked input (with a smaller
+    /// inbox, after learning masks) or a second survivor signature (on another set)
+    /// could unmask one update; every step runs once, in order.
+    #[test]
+    fn every_step_runs_once_and_in_order() {
+        let id = RoundId {
+            job: B256::repeat_byte(5),
+            round: 1,
+            domain: insitu_ledger::eip712::insitu_domain(31337, Address::ZERO),
+        };
+        let cache = RecoveryCache::default();
+        let rules = RoundRules::new(2, 3).expect("rules");
+        let mut ps: Vec<Participant> = (0..3)
+            .map(|_| {
+                let s = PrivateKeySigner::random();
+                Participant::new(
+                    Arc::new(s.clone()),
+                    s.address(),
+                    id.clone(),
+                    rules,
+                    cache.clone(),
+                )
+            })
+            .collect();
+        let adverts: Vec<_> = ps.iter().map(|p| p.advertise().expect("advert")).collect();
+        // Out of order: masking before sharing.
+        assert!(matches!(
+            ps[0].masked_input(&[], &[1]),
+            Err(FederatedError::Phase(_))
+        ));
+        let mut sealed = Vec::new();
+        for p in ps.iter_mut() {
+            sealed.extend(p.share_keys(&adverts).expect("share"));
+        }
+        assert!(matches!(
+            ps[0].share_keys(&adverts),
+            Err(FederatedError::Phase(_))
+        ));
+        let me = ps[0].address();
+        let inbox: Vec<_> = sealed.iter().filter(|s| s.to == me).cloned().collect();
+        ps[0].masked_input(&inbox, &[1, 2]).expect("mask");
+        let fewer: Vec<_> = inbox.iter().take(2).cloned().collect();
+        assert!(matches!(
+            ps[0].masked_input(&fewer, &[1, 2]),
+            Err(FederatedError::Phase(_))
+        ));
+        let all: Vec<Address> = {
+            let mut a: Vec<Address> = ps.iter().map(|p| p.address()).collect();
+            a.sort();
+            a
+        };
+        ps[0].consistency(&all).expect("sign");
+        assert!(matches!(
+            ps[0].consistency(&all[..2]),
+            Err(FederatedError::Phase(_))
+        ));
+    }
+
+    #[test]
+    fn a_threshold_of_half_or_less_is_refused() {
+        assert!(RoundRules::new(2, 4).is_err());
+        assert!(RoundRules::new(50, 100).is_err());
+        assert!(RoundRules::new(51, 100).is_ok());
+        assert!(RoundRules::new(1, 1).is_err());
+        assert!(
+            RoundRules::new(200, 300).is_err(),
+            "more than 255 participants"
+        );
     }
 }

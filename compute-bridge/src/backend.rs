@@ -13,7 +13,8 @@ use crate::limits::SandboxLimits;
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     pub id: JobId,
-    /// The module (WASI) or image reference (containers), as the backend expects it.
+    /// The WASI module's bytes. Every backend runs modules: the Kubernetes backend runs
+    /// them in the same sandbox, inside a container.
     pub module: std::sync::Arc<[u8]>,
     /// `sha256:<hex>` of `module`.
     pub algorithm: String,

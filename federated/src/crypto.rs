@@ -164,7 +164,7 @@ pub fn combine_checked(
 }
 
 /// Rebuilds a secret from the first `t` shares, each with its holder's roster index.
-pub fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
+fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
     if shares.len() < t {
         return Err(FederatedError::Aborted(format!(
             "{} shares, fewer than the threshold {t}",

@@ -92,7 +92,6 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Coordinator {
     id: RoundId,
-    threshold: usize,
     rules: RoundRules,
     allowed: BTreeSet<Address>,
     cache: RecoveryCache,
@@ -116,7 +115,6 @@ impl Coordinator {
     ) -> Result<Self> {
         Ok(Coordinator {
             id,
-            threshold: rules.threshold,
             rules,
             allowed,
             cache,
@@ -144,11 +142,11 @@ impl Coordinator {
     }
 
     fn enough(&mut self, n: usize, what: &str) -> Result<()> {
-        if n < self.threshold {
+        if n < self.rules.threshold {
             self.phase = Phase::Aborted;
             return Err(FederatedError::Aborted(format!(
                 "{n} participants {what}, fewer than the threshold {}",
-                self.threshold
+                self.rules.threshold
             )));
         }
         Ok(())
@@ -186,7 +184,7 @@ impl Coordinator {
             admitted.truncate(self.rules.max_participants);
         }
         self.enough(admitted.len(), "advertised valid keys")?;
-        self.roster = verify_roster(&admitted, &self.id, &self.cache, self.threshold)?;
+        self.roster = verify_roster(&admitted, &self.id, &self.cache, self.rules.threshold)?;
         self.phase = Phase::ShareKeys;
         Ok(self.roster.clone())
     }
@@ -317,7 +315,7 @@ impl Coordinator {
         for u in &self.u3 {
             let shares = self_mask.remove(u).unwrap_or_default();
             let commitment = self.roster[index[u]].self_mask_commitment;
-            let b = crypto::combine_checked(&shares, self.threshold, |b| {
+            let b = crypto::combine_checked(&shares, self.rules.threshold, |b| {
                 crypto::commitment(b) == commitment
             })
             .map_err(|e| {
@@ -328,7 +326,7 @@ impl Coordinator {
         for v in &dropped {
             let shares = masking.remove(v).unwrap_or_default();
             let public = self.roster[index[v]].masking_key;
-            let s_v: Secret = crypto::combine_checked(&shares, self.threshold, |s| {
+            let s_v: Secret = crypto::combine_checked(&shares, self.rules.threshold, |s| {
                 crypto::public_of(s) == public
             })
             .map_err(|e| {

@@ -168,7 +168,7 @@ mod refusals {
 
     use crate::{Coordinator, FederatedError, Participant, RecoveryCache, RoundId, RoundRules};
 
-    fn round(job: u8) -> RoundId {
+    pub(super) fn round(job: u8) -> RoundId {
         RoundId {
             job: B256::repeat_byte(job),
             round: 1,
@@ -176,7 +176,7 @@ mod refusals {
         }
     }
 
-    fn people(n: usize, id: &RoundId, cache: &RecoveryCache) -> Vec<Participant> {
+    pub(super) fn people(n: usize, id: &RoundId, cache: &RecoveryCache) -> Vec<Participant> {
         (0..n)
             .map(|_| {
                 let s = PrivateKeySigner::random();
@@ -254,37 +254,18 @@ mod refusals {
 }
 
 mod malicious_coordinator {
-    use std::sync::Arc;
+    use alloy::primitives::Address;
 
-    use alloy::primitives::{Address, B256};
-    use alloy::signers::local::PrivateKeySigner;
-
-    use crate::{FederatedError, Participant, RecoveryCache, RoundId, RoundRules};
+    use super::refusals::{people, round};
+    use crate::{FederatedError, RecoveryCache, RoundRules};
 
     /// A coordinator that asks a participant for a second masked input (with a smaller
     /// inbox, after learning masks) or a second survivor signature (on another set)
     /// could unmask one update; every step runs once, in order.
     #[test]
     fn every_step_runs_once_and_in_order() {
-        let id = RoundId {
-            job: B256::repeat_byte(5),
-            round: 1,
-            domain: insitu_ledger::eip712::insitu_domain(31337, Address::ZERO),
-        };
         let cache = RecoveryCache::default();
-        let rules = RoundRules::new(2, 3).expect("rules");
-        let mut ps: Vec<Participant> = (0..3)
-            .map(|_| {
-                let s = PrivateKeySigner::random();
-                Participant::new(
-                    Arc::new(s.clone()),
-                    s.address(),
-                    id.clone(),
-                    rules,
-                    cache.clone(),
-                )
-            })
-            .collect();
+        let mut ps = people(3, &round(5), &cache);
         let adverts: Vec<_> = ps.iter().map(|p| p.advertise().expect("advert")).collect();
         // Out of order: masking before sharing.
         assert!(matches!(

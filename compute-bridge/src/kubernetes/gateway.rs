@@ -331,7 +331,7 @@ async fn put_output(
         Some(Err(why)) => return refuse(StatusCode::CONFLICT, why),
         Some(Ok(p)) => p,
     };
-    let mut file = match tokio::fs::OpenOptions::new()
+    let file = match tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
@@ -352,54 +352,51 @@ async fn put_output(
             );
         }
     };
+    match receive(&gw, id, file, body).await {
+        Ok(()) => StatusCode::CREATED.into_response(),
+        Err(refusal) => {
+            // Nothing half-written or over quota stays under /out.
+            let _ = tokio::fs::remove_file(&path).await;
+            refusal
+        }
+    }
+}
+
+/// Streams one upload into `file`, charging every chunk to the run's byte quota.
+async fn receive(
+    gw: &PodGateway,
+    id: JobId,
+    mut file: tokio::fs::File,
+    body: Body,
+) -> std::result::Result<(), Response> {
+    let not_stored = |e: std::io::Error| {
+        tracing::error!(job = %id, error = %e, "pod gateway cannot store an output");
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "output not stored".into(),
+        )
+    };
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                drop(file);
-                let _ = tokio::fs::remove_file(&path).await;
-                return refuse(StatusCode::BAD_REQUEST, format!("upload broken: {e}"));
-            }
-        };
+        let chunk =
+            chunk.map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("upload broken: {e}")))?;
         let over = gw.with_run_mut(id, |r| {
             r.written_bytes += chunk.len() as u64;
             (r.written_bytes > r.limits.output_bytes).then_some(r.limits.output_bytes)
         });
         match over {
-            None => {
-                drop(file);
-                let _ = tokio::fs::remove_file(&path).await;
-                return unknown();
-            }
+            None => return Err(unknown()),
             Some(Some(quota)) => {
-                drop(file);
-                let _ = tokio::fs::remove_file(&path).await;
-                return refuse(
+                return Err(refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the outputs exceed the {quota}-byte output quota"),
-                );
+                ));
             }
             Some(None) => {}
         }
-        if let Err(e) = file.write_all(&chunk).await {
-            tracing::error!(job = %id, error = %e, "pod gateway cannot store an output");
-            drop(file);
-            let _ = tokio::fs::remove_file(&path).await;
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "output not stored".into(),
-            );
-        }
+        file.write_all(&chunk).await.map_err(not_stored)?;
     }
-    if let Err(e) = file.sync_all().await {
-        tracing::error!(job = %id, error = %e, "pod gateway cannot store an output");
-        return refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "output not stored".into(),
-        );
-    }
-    StatusCode::CREATED.into_response()
+    file.sync_all().await.map_err(not_stored)
 }
 
 async fn mark_published(

@@ -11,7 +11,7 @@
 //! Init containers run in order and a failing one fails the pod, so nothing is
 //! published unless the algorithm succeeded.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::io::AsyncWriteExt;
 use url::Url;
@@ -201,22 +201,4 @@ pub fn exec(
     let compiled = backend.compile(&hash, &bytes)?;
     let (outcome, _timings, log) = backend.run_blocking(&compiled, args, data_dir, out_dir, limits);
     Ok((outcome, log))
-}
-
-/// The paths the pod's containers share (emptyDir volumes).
-#[derive(Debug, Clone)]
-pub struct PodPaths {
-    pub data: PathBuf,
-    pub work: PathBuf,
-    pub out: PathBuf,
-}
-
-impl Default for PodPaths {
-    fn default() -> Self {
-        PodPaths {
-            data: PathBuf::from("/data"),
-            work: PathBuf::from("/work"),
-            out: PathBuf::from("/out"),
-        }
-    }
 }

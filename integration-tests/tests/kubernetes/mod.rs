@@ -537,3 +537,31 @@ async fn a_compute_job_runs_on_the_cluster_and_publishes_its_result() {
     }
     assert_eq!(scene.job_dirs().expect("dirs"), 0);
 }
+
+/// Fail closed: a Job the cluster reports complete, whose publish step never told the
+/// gateway it finished, is a failed run, not a success with missing outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_complete_without_its_publish_step_fails() {
+    let cluster = FakeCluster::default();
+    let (gw, settings) = gateway(Flavor::Job).await;
+    let backend = KubernetesBackend::new(cluster.client(), settings, gw);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let id = JobId::random();
+    backend.start(staged(tmp.path(), id)).await.expect("start");
+    cluster
+        .set_status(
+            "jobs",
+            &job_name(id),
+            json!({"conditions": [{"type": "Complete", "status": "True"}]}),
+        )
+        .expect("status");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), backend.wait(id))
+        .await
+        .expect("wait ends")
+        .expect("wait");
+    assert_eq!(
+        outcome,
+        RunOutcome::Failed("the run ended without publishing its outputs".into())
+    );
+    backend.cleanup(id).await.expect("cleanup");
+}

@@ -66,6 +66,12 @@ if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 \
     --target-dir "$CARGO_TARGET_DIR/../wasm-target"
   export INSITU_EXAMPLE_WASM="$CARGO_TARGET_DIR/../wasm-target/wasm32-wasip1/release/insitu-example-summary.wasm"
   echo "built $INSITU_EXAMPLE_WASM"
+  # The federated training tests run this module on every provider.
+  cargo build --release --locked --target wasm32-wasip1 \
+    --manifest-path examples/algorithms/train/Cargo.toml \
+    --target-dir "$CARGO_TARGET_DIR/../wasm-target"
+  export INSITU_TRAIN_WASM="$CARGO_TARGET_DIR/../wasm-target/wasm32-wasip1/release/insitu-example-train.wasm"
+  echo "built $INSITU_TRAIN_WASM"
 else
   echo "warning: the wasm32-wasip1 target is unavailable; compute tests use the .wat fallback"
 fi
@@ -73,6 +79,7 @@ fi
 step "formatting and lints"
 cargo fmt --all --check
 cargo fmt --check --manifest-path examples/algorithms/summary/Cargo.toml
+cargo fmt --check --manifest-path examples/algorithms/train/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build the insitu binary (the CLI tests run it)"

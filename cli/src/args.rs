@@ -50,6 +50,10 @@ pub enum Command {
     /// hash and approve algorithms (provider, publisher).
     #[command(subcommand)]
     Compute(ComputeCommand),
+    /// Train one model across several providers' assets with secure aggregation, and
+    /// read a job's progress and model (consumer).
+    #[command(subcommand)]
+    Train(TrainCommand),
     /// Set what a query service lets out: columns, masks, row filter, aggregate-only,
     /// limits, templates, differential privacy (provider).
     Constraints(ConstraintsArgs),
@@ -130,8 +134,10 @@ pub enum KeysCommand {
     Import {
         #[arg(long, short)]
         out: PathBuf,
+        /// Environment variable holding the password to encrypt the new keystore with
+        /// (`--password-env` names the password of a keystore being read).
         #[arg(long, default_value = "INSITU_KEYSTORE_PASSWORD")]
-        password_env: String,
+        out_password_env: String,
         #[command(flatten)]
         key: KeyArgs,
     },
@@ -639,4 +645,91 @@ pub struct InitArgs {
     /// Overwrite an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Orders (or takes) a `train` agreement per asset, opens the job on chain with a
+    /// fresh coordinator key, runs every round from here, and publishes the model as
+    /// your asset with its hash on chain.
+    Start(Box<TrainStartArgs>),
+    /// A job's rounds so far, as this machine recorded them, and its model on chain.
+    Status {
+        /// The job id `start` printed.
+        job: String,
+        /// Print the record as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// Where a finished job's model is: its asset, its hash on chain, its file.
+    Result {
+        job: String,
+        /// Copy the model file (Arrow IPC) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainStartArgs {
+    /// The assets to train on, comma-separated DIDs (one per provider).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub assets: Vec<String>,
+    /// The training module: a WASI module built for wasm32-wasip1 (see docs/federated.md).
+    #[arg(long)]
+    pub algorithm: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// Existing `train` agreements, one per asset in the same order; without them, each
+    /// asset's first `train` service is ordered (paying its price into escrow).
+    #[arg(long = "agreement-ids", value_delimiter = ',')]
+    pub agreement_ids: Vec<String>,
+    /// A provider endpoint for an asset, as DID=URL; by default the asset's metadata URL.
+    #[arg(long = "endpoint")]
+    pub endpoints: Vec<String>,
+    /// fedavg, fedavgm, fedadam; median or trimmed-mean need --no-secure-aggregation.
+    #[arg(long, default_value = "fedavg")]
+    pub strategy: String,
+    /// Send plain updates (only to providers that allow it). Robust strategies need it.
+    #[arg(long)]
+    pub no_secure_aggregation: bool,
+    /// Providers every secure aggregation phase needs (default: a majority).
+    #[arg(long)]
+    pub threshold: Option<usize>,
+    /// Each update value is clipped to [-clip, clip].
+    #[arg(long, default_value_t = 4.0)]
+    pub clip: f32,
+    /// The most samples all providers weigh together in a round.
+    #[arg(long, default_value_t = 65536)]
+    pub max_samples: u32,
+    /// How long local training may take each round.
+    #[arg(long, default_value = "10m")]
+    pub train_timeout: String,
+    /// How long each secure aggregation phase waits.
+    #[arg(long, default_value = "60s")]
+    pub phase_timeout: String,
+    /// A trusted publisher's approval of the module (`insitu compute approve`).
+    #[arg(long)]
+    pub approval: Option<PathBuf>,
+    /// Also write the final model (Arrow IPC) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where the coordinator can be reached, published on chain with its key. The
+    /// coordinator dials the providers, so this is informational.
+    #[arg(long, default_value = "dial-out")]
+    pub coordinator_endpoint: String,
+    /// PEM CA certificate to trust for https:// endpoints (default: the web PKI).
+    #[arg(long, env = "INSITU_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Arguments for the training module, after `--`.
+    #[arg(last = true)]
+    pub module_args: Vec<String>,
 }

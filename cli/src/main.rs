@@ -29,6 +29,7 @@ async fn main() -> std::process::ExitCode {
         Command::Get(a) => commands::get::run(a).await,
         Command::Query(a) => commands::query::run(a).await,
         Command::Compute(a) => commands::compute::run(a).await,
+        Command::Train(a) => commands::train::run(a).await,
         Command::Constraints(a) => commands::constraints::run(a).await,
         Command::Init(a) => commands::init::run(a),
         Command::Status(a) => commands::status::run(a).await,

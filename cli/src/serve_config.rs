@@ -42,6 +42,11 @@ pub struct ServeConfig {
     /// Off if absent.
     #[serde(default)]
     pub compute: Option<ComputeConfig>,
+    /// Federated training (`[train]`). It runs through the compute bridge, so it is on
+    /// whenever `[compute]` is, for assets that offer a `train` service; this section
+    /// only tunes it.
+    #[serde(default)]
+    pub train: TrainConfig,
 }
 
 /// `[compute]`: which algorithms run, and under which limits. An empty allow-list runs
@@ -75,6 +80,26 @@ pub struct ComputeConfig {
     /// process's WASI sandbox.
     #[serde(default)]
     pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// `[train]`: how this provider takes part in federated training.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Send updates in the clear to jobs that turn secure aggregation off (robust
+    /// strategies). Off: updates only ever leave masked.
+    pub allow_plain_updates: bool,
+    /// The most rounds one job may run here.
+    pub max_rounds: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            allow_plain_updates: false,
+            max_rounds: 1000,
+        }
+    }
 }
 
 /// `[compute.kubernetes]`: where and how jobs run on the cluster. The cluster is the

@@ -34,6 +34,8 @@ pub use client::ComputeClient;
 pub use error::{ComputeError, Result};
 pub use job::{JobEvent, JobId, JobRecord, JobState};
 pub use limits::SandboxLimits;
-pub use service::{ComputeService, ComputeServiceBuilder, JobStatus, ResultAsset, SubmitRequest};
+pub use service::{
+    ComputeService, ComputeServiceBuilder, JobStatus, LocalRun, ResultAsset, SubmitRequest,
+};
 pub use store::{JobStore, NewJob};
 pub use wasm::{RunTimings, WasmBackend};

@@ -16,6 +16,9 @@ pub enum FederatedError {
     /// A message arrived in the wrong phase.
     #[error("out of phase: {0}")]
     Phase(String),
+    /// A peer, the chain or the compute bridge could not be reached or did not answer.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

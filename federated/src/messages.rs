@@ -47,6 +47,13 @@ impl MaskedInput {
         self.vector.is_empty()
     }
 
+    /// A masked input as the coordinator received it from `from`. Only the network
+    /// side of the coordinator calls this: what arrives is whatever the participant sent,
+    /// which [`crate::Participant::masked_input`] masked before it left.
+    pub(crate) fn received(from: Address, vector: Vec<u32>) -> Self {
+        MaskedInput { from, vector }
+    }
+
     /// The masked words, as sent on the wire.
     pub fn words(&self) -> &[u32] {
         &self.vector

@@ -37,6 +37,7 @@ pub struct FlightServiceBuilder {
     lineage: Option<crate::sql::LineageSink>,
     search: Option<Arc<dyn insitu_catalog::CatalogStore>>,
     actions: Vec<Arc<dyn crate::ActionHandler>>,
+    exchanges: Vec<Arc<dyn crate::ExchangeHandler>>,
 }
 
 impl FlightServiceBuilder {
@@ -59,6 +60,7 @@ impl FlightServiceBuilder {
             lineage: None,
             search: None,
             actions: Vec::new(),
+            exchanges: Vec::new(),
         }
     }
 
@@ -93,6 +95,13 @@ impl FlightServiceBuilder {
     /// Mounts more `DoAction`s (compute jobs, training), behind the same authentication.
     pub fn with_actions(mut self, handler: Arc<dyn crate::ActionHandler>) -> Self {
         self.actions.push(handler);
+        self
+    }
+
+    /// Mounts a `DoExchange` service (federated training) for one token scope, behind
+    /// the same authentication.
+    pub fn with_exchange(mut self, handler: Arc<dyn crate::ExchangeHandler>) -> Self {
+        self.exchanges.push(handler);
         self
     }
 
@@ -150,11 +159,13 @@ impl FlightServiceBuilder {
             sql: sql.clone(),
             catalog: self.search.unwrap_or_else(|| Arc::new(catalog)),
             actions: self.actions.clone(),
+            exchanges: self.exchanges.clone(),
         };
         let max_message = self
             .actions
             .iter()
             .map(|a| a.max_request_bytes())
+            .chain(self.exchanges.iter().map(|e| e.max_message_bytes()))
             .fold(self.max_decoding_message_size, usize::max);
         let server = FlightServiceServer::new(router).max_decoding_message_size(max_message);
         Ok((AuthLayer::new(self.engine).layer(server), sql))

@@ -43,7 +43,7 @@ pub fn status_error(e: arrow_flight::error::FlightError) -> FlightError {
 
 /// Opens a channel to `endpoint` (`http://…`, or `https://…` verified against `ca_pem`
 /// or the web PKI).
-pub(crate) async fn connect_channel(endpoint: &str, ca_pem: Option<Vec<u8>>) -> Result<Channel> {
+pub async fn connect_channel(endpoint: &str, ca_pem: Option<Vec<u8>>) -> Result<Channel> {
     let mut ep = Channel::from_shared(endpoint.to_string())
         .map_err(|e| FlightError::InvalidRequest(format!("bad endpoint '{endpoint}': {e}")))?;
     if endpoint.starts_with("https://") {

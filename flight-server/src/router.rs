@@ -10,8 +10,10 @@
 //! - `ListActions`: the trait lists transactions and Substrait, which this read-only
 //!   server does not offer;
 //! - `Handshake`, shared by both halves and exempt from the auth layer;
-//! - `ListFlights` and `DoExchange`: authorised first, then refused as unsupported, so
-//!   a caller without an agreement learns nothing, not even what is unsupported.
+//! - `ListFlights`: authorised first, then refused as unsupported, so a caller without
+//!   an agreement learns nothing, not even what is unsupported;
+//! - `DoExchange`: handed to the mounted exchange service for the token's scope
+//!   (federated training), otherwise authorised and refused like `ListFlights`.
 
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
@@ -51,6 +53,7 @@ pub struct InsituFlight {
     pub(crate) sql: SqlService,
     pub(crate) catalog: std::sync::Arc<dyn insitu_catalog::CatalogStore>,
     pub(crate) actions: Vec<std::sync::Arc<dyn crate::ActionHandler>>,
+    pub(crate) exchanges: Vec<std::sync::Arc<dyn crate::ExchangeHandler>>,
 }
 
 type Stream<T> = BoxStream<'static, std::result::Result<T, Status>>;
@@ -356,6 +359,11 @@ impl FlightService for InsituFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let principal = SqlService::principal(&request).map_err(Status::from)?;
+        if let Some(handler) = self.exchanges.iter().find(|h| h.scope() == principal.scope) {
+            let incoming: crate::ExchangeStream = Box::pin(request.into_inner());
+            return Ok(Response::new(handler.exchange(principal, incoming).await?));
+        }
         let mut request = request;
         self.gate(&mut request).await?;
         Err(Status::unimplemented("DoExchange is not offered"))

@@ -10,6 +10,7 @@ mod common;
 mod compute;
 mod conformance;
 mod demo;
+mod federated;
 mod flight_sql;
 mod flows;
 mod kubernetes;

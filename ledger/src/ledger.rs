@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use crate::did::{AgreementId, Did};
 use crate::error::Result;
 use crate::types::{
-    Agreement, AssetRecord, ContractAddresses, OrderOutcome, RegisterAsset, TxOutcome,
+    Agreement, AssetRecord, ContractAddresses, OrderOutcome, RegisterAsset, TrainingJob, TxOutcome,
 };
 
 /// The chain, as insitu needs it. Every implementation acts as one account (its signer):
@@ -53,6 +53,30 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     async fn refund(&self, agreement: &Agreement) -> Result<TxOutcome>;
     /// Whether `consumer` holds an open access window for this service.
     async fn is_entitled(&self, consumer: Address, did: Did, service_index: u64) -> Result<bool>;
+
+    /// Opens federated training job `job` over this account's `agreements`, publishing the
+    /// coordinator's signing key and endpoint for the providers to check.
+    async fn open_training(
+        &self,
+        job: alloy::primitives::B256,
+        coordinator: Address,
+        endpoint: String,
+        agreements: Vec<AgreementId>,
+    ) -> Result<TxOutcome>;
+    /// Reads a training job; `None` if it was never opened.
+    async fn training_job(&self, job: alloy::primitives::B256) -> Result<Option<TrainingJob>>;
+    /// The training job an agreement was committed to, if any.
+    async fn training_job_of(
+        &self,
+        agreement: AgreementId,
+    ) -> Result<Option<alloy::primitives::B256>>;
+    /// Records the model asset a job produced and its file's hash, as the job's consumer.
+    async fn publish_model(
+        &self,
+        job: alloy::primitives::B256,
+        model: Did,
+        hash: alloy::primitives::B256,
+    ) -> Result<TxOutcome>;
 
     /// Balance of `who` in the native currency (`token == None`) or an ERC-20.
     async fn balance(&self, who: Address, token: Option<Address>) -> Result<U256>;

@@ -31,7 +31,7 @@ pub use ledger::Ledger;
 pub use rpc::{RpcLedger, RpcLedgerBuilder};
 pub use types::{
     Agreement, AgreementState, AgreementTerms, AssetRecord, ContractAddresses, OrderOutcome,
-    RegisterAsset, ServiceOffer, ServiceType, TxOutcome,
+    RegisterAsset, ServiceOffer, ServiceType, TrainingJob, TxOutcome,
 };
 
 /// Re-exported so downstream crates name the same primitive types as the bindings.

@@ -19,7 +19,7 @@ use crate::ledger::Ledger;
 use crate::retry::{Attempt, RetryPolicy, with_retries};
 use crate::types::{
     Agreement, AgreementState, AgreementTerms, AssetRecord, ContractAddresses, OrderOutcome,
-    RegisterAsset, ServiceOffer, TxOutcome,
+    RegisterAsset, ServiceOffer, TrainingJob, TxOutcome,
 };
 
 /// A [`Ledger`] on an EVM JSON-RPC endpoint (anvil, a testnet, a private chain, mainnet).
@@ -515,6 +515,67 @@ impl Ledger for RpcLedger {
             .map_err(|e| fatal_or_unavailable(&self.endpoint, &action, e))?;
         drop(guard);
         Ok(self.finish(&action, pending).await?.0)
+    }
+
+    async fn open_training(
+        &self,
+        job: B256,
+        coordinator: Address,
+        endpoint: String,
+        agreements: Vec<AgreementId>,
+    ) -> Result<TxOutcome> {
+        self.signer_account("opening a training job")?;
+        let action = "opening the training job";
+        let manager = self.manager();
+        let ids: Vec<B256> = agreements.iter().map(|a| a.0).collect();
+        let guard = self.send_lock.lock().await;
+        let pending = manager
+            .openTraining(job, coordinator, endpoint, ids)
+            .send()
+            .await
+            .map_err(|e| fatal_or_unavailable(&self.endpoint, action, e))?;
+        drop(guard);
+        Ok(self.finish(action, pending).await?.0)
+    }
+
+    async fn training_job(&self, job: B256) -> Result<Option<TrainingJob>> {
+        let manager = self.manager();
+        let j = self
+            .read("reading the training job", || async {
+                manager.getTrainingJob(job).call().await
+            })
+            .await?;
+        Ok(crate::types::training_job_from(
+            job,
+            j.consumer,
+            j.coordinator,
+            j.modelDid,
+            j.modelHash,
+        ))
+    }
+
+    async fn training_job_of(&self, agreement: AgreementId) -> Result<Option<B256>> {
+        let manager = self.manager();
+        let job = self
+            .read("reading the agreement's training job", || async {
+                manager.trainingJobOf(agreement.0).call().await
+            })
+            .await?;
+        Ok((job != B256::ZERO).then_some(job))
+    }
+
+    async fn publish_model(&self, job: B256, model: Did, hash: B256) -> Result<TxOutcome> {
+        self.signer_account("publishing a model")?;
+        let action = "publishing the model";
+        let manager = self.manager();
+        let guard = self.send_lock.lock().await;
+        let pending = manager
+            .publishModel(job, model.0, hash)
+            .send()
+            .await
+            .map_err(|e| fatal_or_unavailable(&self.endpoint, action, e))?;
+        drop(guard);
+        Ok(self.finish(action, pending).await?.0)
     }
 
     async fn is_entitled(&self, consumer: Address, did: Did, service_index: u64) -> Result<bool> {

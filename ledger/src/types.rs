@@ -282,6 +282,17 @@ pub struct Agreement {
     pub confirmations: u64,
 }
 
+/// A federated training job as the chain records it: who runs it, the key its
+/// coordinator signs with, and the model it published (once it has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingJob {
+    pub id: B256,
+    pub consumer: Address,
+    pub coordinator: Address,
+    /// The model asset and the SHA-256 of its file, once published.
+    pub model: Option<(Did, B256)>,
+}
+
 /// What a sent transaction cost and where it landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxOutcome {
@@ -304,4 +315,20 @@ pub struct OrderOutcome {
 pub struct ContractAddresses {
     pub registry: Address,
     pub agreements: Address,
+}
+
+/// A job as `getTrainingJob` returns it; `None` when the consumer is zero (never opened).
+pub(crate) fn training_job_from(
+    id: B256,
+    consumer: Address,
+    coordinator: Address,
+    model_did: B256,
+    model_hash: B256,
+) -> Option<TrainingJob> {
+    (consumer != Address::ZERO).then(|| TrainingJob {
+        id,
+        consumer,
+        coordinator,
+        model: (model_hash != B256::ZERO).then_some((Did(model_did), model_hash)),
+    })
 }

@@ -51,11 +51,11 @@ pub async fn run(cmd: KeysCommand) -> Result<()> {
         }
         KeysCommand::Import {
             out,
-            password_env,
+            out_password_env,
             key,
         } => {
             let existing = super::load_key(&key)?;
-            let signer = write_keystore(&out, &existing.to_bytes().0, &password_env)?;
+            let signer = write_keystore(&out, &existing.to_bytes().0, &out_password_env)?;
             crate::output::outln!("{}", signer.address());
             eprintln!("wrote encrypted keystore {}", out.display());
         }

@@ -17,6 +17,7 @@ pub mod search;
 pub mod serve;
 pub mod status;
 pub mod token;
+pub mod train;
 pub mod update;
 
 use std::time::Duration;
@@ -197,6 +198,14 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clap checks argument names only when a command is built: this builds them all,
+    /// so a clash (a flag named twice through flattened groups) fails here, not in use.
+    #[test]
+    fn every_command_line_is_consistent() {
+        use clap::CommandFactory;
+        crate::args::Cli::command().debug_assert();
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_nonsense() {

@@ -74,6 +74,7 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
     };
     let provider = signer.address();
 
+    let train_key = Arc::new(signer.clone());
     let ledger = super::connect(&a.chain, Some(signer)).await?;
     let limits = &cfg.limits;
     let verifier = Arc::new(
@@ -189,7 +190,28 @@ pub async fn run(mut a: ServeArgs) -> Result<()> {
             backend = where_,
             "compute on"
         );
-        builder = builder.with_actions(Arc::new(insitu_compute::ComputeActions::new(compute)));
+        let train_dir = c
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| a.chain.data_dir.join("compute"))
+            .join("train");
+        let train = insitu_federated::TrainExchange::builder(
+            compute.clone(),
+            engine.clone(),
+            train_key.clone(),
+            train_dir,
+        )
+        .with_plain_updates(cfg.train.allow_plain_updates)
+        .with_max_rounds(cfg.train.max_rounds)
+        .build()?;
+        tracing::info!(
+            plain_updates = cfg.train.allow_plain_updates,
+            max_rounds = cfg.train.max_rounds,
+            "federated training on"
+        );
+        builder = builder
+            .with_actions(Arc::new(insitu_compute::ComputeActions::new(compute)))
+            .with_exchange(Arc::new(train));
     }
     let service = builder
         .with_storage_options(storage)

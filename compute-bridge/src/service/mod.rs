@@ -4,6 +4,9 @@
 //! visible to its consumer only, and another consumer's job id reads as unknown.
 
 mod driver;
+mod local;
+
+pub use local::LocalRun;
 mod results;
 
 use std::path::PathBuf;

@@ -67,12 +67,31 @@ contract AgreementManager is Ownable, ReentrancyGuardTransient {
     /// keccak256(consumer, did, serviceIndex) => end of the latest access window.
     mapping(bytes32 => uint64) private entitlements;
 
+    /// A federated training job: the consumer who runs it, the key its coordinator signs
+    /// with, and once it ends, the model it produced. Providers check the coordinator's
+    /// key here before they answer it, so a consumer's wallet key never has to sit on the
+    /// machine that coordinates.
+    struct TrainingJob {
+        address consumer;
+        address coordinator;
+        bytes32 modelDid;
+        bytes32 modelHash;
+    }
+
+    mapping(bytes32 => TrainingJob) private trainingJobs;
+    /// agreementId => the training job it was committed to (at most one).
+    mapping(bytes32 => bytes32) private jobOfAgreement;
+
     event Ordered(bytes32 indexed agreementId, bytes32 indexed did, address indexed consumer, Terms terms);
     event Fulfilled(
         bytes32 indexed agreementId, bytes32 indexed did, address indexed provider, uint64 accessStart, uint64 accessEnd
     );
     event Refunded(bytes32 indexed agreementId, bytes32 indexed did, address indexed consumer, uint256 amount);
     event FeeChanged(uint16 feeBps, address feeReceiver);
+    event TrainingOpened(
+        bytes32 indexed jobId, address indexed consumer, address coordinator, string endpoint, bytes32[] agreementIds
+    );
+    event ModelPublished(bytes32 indexed jobId, bytes32 indexed modelDid, bytes32 modelHash);
 
     error UnknownAgreement(bytes32 agreementId);
     error WrongState(bytes32 agreementId, State state);
@@ -84,6 +103,12 @@ contract AgreementManager is Ownable, ReentrancyGuardTransient {
     error FulfillTooLate(bytes32 agreementId, uint64 refundAfter);
     error FeeTooHigh(uint16 feeBps);
     error TransferFailed();
+    error JobExists(bytes32 jobId);
+    error UnknownJob(bytes32 jobId);
+    error NotJobConsumer(bytes32 jobId, address caller);
+    error AgreementInJob(bytes32 agreementId, bytes32 jobId);
+    error NoCoordinator();
+    error ModelPublishedAlready(bytes32 jobId);
 
     constructor(AssetRegistry registry_, uint16 feeBps_, address feeReceiver_) Ownable(msg.sender) {
         registry = registry_;
@@ -193,6 +218,56 @@ contract AgreementManager is Ownable, ReentrancyGuardTransient {
     /// Whether `consumer` holds a fulfilled agreement for this service whose window is open.
     function isEntitled(address consumer, bytes32 did, uint256 serviceIndex) external view returns (bool) {
         return entitlements[entitlementKey(consumer, did, serviceIndex)] > block.timestamp;
+    }
+
+    /// Opens a training job over the caller's own `train` agreements and publishes the
+    /// coordinator's key and endpoint. Each agreement joins at most one job, so a job's
+    /// coordinator cannot be swapped after providers have checked it. The service type is
+    /// in the agreement's terms (its `Ordered` event), which providers check off chain.
+    function openTraining(
+        bytes32 jobId,
+        address coordinator,
+        string calldata endpoint,
+        bytes32[] calldata agreementIds
+    ) external {
+        if (coordinator == address(0)) revert NoCoordinator();
+        if (trainingJobs[jobId].consumer != address(0)) revert JobExists(jobId);
+        for (uint256 i = 0; i < agreementIds.length; i++) {
+            bytes32 id = agreementIds[i];
+            Agreement storage a = agreements[id];
+            if (a.state == State.None) revert UnknownAgreement(id);
+            if (a.consumer != msg.sender) revert NotConsumer(id, msg.sender);
+            if (a.state == State.Refunded) revert WrongState(id, a.state);
+            if (jobOfAgreement[id] != bytes32(0)) revert AgreementInJob(id, jobOfAgreement[id]);
+            jobOfAgreement[id] = jobId;
+        }
+        trainingJobs[jobId] =
+            TrainingJob({consumer: msg.sender, coordinator: coordinator, modelDid: 0, modelHash: 0});
+        emit TrainingOpened(jobId, msg.sender, coordinator, endpoint, agreementIds);
+    }
+
+    /// Records the model a training job produced (an asset the consumer registered), once.
+    function publishModel(bytes32 jobId, bytes32 modelDid, bytes32 modelHash) external {
+        TrainingJob storage j = trainingJobs[jobId];
+        if (j.consumer == address(0)) revert UnknownJob(jobId);
+        if (j.consumer != msg.sender) revert NotJobConsumer(jobId, msg.sender);
+        if (j.modelHash != bytes32(0)) revert ModelPublishedAlready(jobId);
+        j.modelDid = modelDid;
+        j.modelHash = modelHash;
+        emit ModelPublished(jobId, modelDid, modelHash);
+    }
+
+    function getTrainingJob(bytes32 jobId)
+        external
+        view
+        returns (address consumer, address coordinator, bytes32 modelDid, bytes32 modelHash)
+    {
+        TrainingJob storage j = trainingJobs[jobId];
+        return (j.consumer, j.coordinator, j.modelDid, j.modelHash);
+    }
+
+    function trainingJobOf(bytes32 agreementId) external view returns (bytes32) {
+        return jobOfAgreement[agreementId];
     }
 
     function getAgreement(bytes32 agreementId) external view returns (address consumer, State state, uint64 accessEnd) {

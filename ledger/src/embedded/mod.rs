@@ -29,7 +29,7 @@ use crate::keys::{Secret, signer_from_mnemonic};
 use crate::ledger::Ledger;
 use crate::types::{
     Agreement, AgreementState, AgreementTerms, AssetRecord, ContractAddresses, OrderOutcome,
-    RegisterAsset, ServiceOffer, TxOutcome,
+    RegisterAsset, ServiceOffer, TrainingJob, TxOutcome,
 };
 
 pub use state::STATE_FILE;
@@ -596,6 +596,75 @@ impl Ledger for EmbeddedLedger {
             },
             "reading the entitlement",
         )
+    }
+
+    async fn open_training(
+        &self,
+        job: B256,
+        coordinator: Address,
+        endpoint: String,
+        agreements: Vec<AgreementId>,
+    ) -> Result<TxOutcome> {
+        let call = AgreementManager::openTrainingCall {
+            jobId: job,
+            coordinator,
+            endpoint,
+            agreementIds: agreements.iter().map(|a| a.0).collect(),
+        };
+        Ok(self
+            .chain
+            .send(
+                self.account,
+                self.contracts.agreements,
+                call.abi_encode().into(),
+                U256::ZERO,
+                "opening the training job",
+            )?
+            .0)
+    }
+
+    async fn training_job(&self, job: B256) -> Result<Option<TrainingJob>> {
+        let j = self.chain.view(
+            self.contracts.agreements,
+            AgreementManager::getTrainingJobCall { jobId: job },
+            "reading the training job",
+        )?;
+        Ok(crate::types::training_job_from(
+            job,
+            j.consumer,
+            j.coordinator,
+            j.modelDid,
+            j.modelHash,
+        ))
+    }
+
+    async fn training_job_of(&self, agreement: AgreementId) -> Result<Option<B256>> {
+        let job = self.chain.view(
+            self.contracts.agreements,
+            AgreementManager::trainingJobOfCall {
+                agreementId: agreement.0,
+            },
+            "reading the agreement's training job",
+        )?;
+        Ok((job != B256::ZERO).then_some(job))
+    }
+
+    async fn publish_model(&self, job: B256, model: Did, hash: B256) -> Result<TxOutcome> {
+        let call = AgreementManager::publishModelCall {
+            jobId: job,
+            modelDid: model.0,
+            modelHash: hash,
+        };
+        Ok(self
+            .chain
+            .send(
+                self.account,
+                self.contracts.agreements,
+                call.abi_encode().into(),
+                U256::ZERO,
+                "publishing the model",
+            )?
+            .0)
     }
 
     async fn balance(&self, who: Address, token: Option<Address>) -> Result<U256> {

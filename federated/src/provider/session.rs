@@ -1,0 +1,406 @@
+//! One job's session on a provider: join (every check), then rounds of local training
+//! and the participant's secure aggregation steps, in the order the coordinator drives
+//! them. Any failure ends the session with a status; the coordinator counts this
+//! provider as dropped, and the keys of an unfinished round die with the session.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use alloy::primitives::B256;
+use arrow_flight::FlightData;
+use futures::StreamExt;
+use insitu_compute::SignedApproval;
+use insitu_ledger::{AgreementId, Did};
+use insitu_policy::{Action, Decision, Principal};
+use sha2::Digest;
+use tokio::sync::mpsc::Sender;
+use tonic::Status;
+
+use super::{Shared, local, status};
+use crate::error::{FederatedError, Result};
+use crate::identity::{RecoveryCache, RoundId};
+use crate::model::Model;
+use crate::participant::Participant;
+use crate::ring::RingCodec;
+use crate::rules::RoundRules;
+use crate::wire::{self, FromProvider, ToProvider};
+use insitu_flight::ExchangeStream;
+
+type Outbox = Sender<std::result::Result<FlightData, Status>>;
+
+/// What a joined session holds.
+struct Session {
+    job: B256,
+    module: Arc<[u8]>,
+    args: Vec<String>,
+    max_rounds: u32,
+    secure: bool,
+    dir: PathBuf,
+    rows: u64,
+    last_round: u32,
+    seen_models: BTreeSet<[u8; 32]>,
+    round: Option<Round>,
+}
+
+/// The secure aggregation state of the round under way.
+struct Round {
+    participant: Participant,
+    encoded: Vec<u32>,
+}
+
+/// Removes a session's files however it ends.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if self.0.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.0)
+        {
+            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove a training session's files");
+        }
+    }
+}
+
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    principal: Principal,
+    mut incoming: ExchangeStream,
+    tx: Outbox,
+) {
+    let dir = shared.work_dir.join(format!(
+        "session-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let _guard = DirGuard(dir.clone());
+    let result = run(&shared, &principal, &mut incoming, &tx, dir).await;
+    if let Err(e) = result {
+        tracing::info!(coordinator = %principal.consumer, error = %e, "training session ended");
+        let _ = tx.send(Err(status(e))).await;
+    }
+}
+
+async fn next(incoming: &mut ExchangeStream) -> Result<Option<(ToProvider, bytes::Bytes)>> {
+    match incoming.next().await {
+        None => Ok(None),
+        Some(Err(s)) => Err(FederatedError::Unavailable(format!(
+            "the coordinator's stream failed: {}",
+            s.message()
+        ))),
+        Some(Ok(data)) => wire::unframe(data).map(Some),
+    }
+}
+
+async fn reply(tx: &Outbox, message: &FromProvider, body: Vec<u8>) -> Result<()> {
+    tx.send(Ok(wire::frame(message, body)?))
+        .await
+        .map_err(|_| FederatedError::Unavailable("the coordinator left".into()))
+}
+
+async fn run(
+    shared: &Shared,
+    principal: &Principal,
+    incoming: &mut ExchangeStream,
+    tx: &Outbox,
+    dir: PathBuf,
+) -> Result<()> {
+    let Some((first, body)) = next(incoming).await? else {
+        return Ok(());
+    };
+    let ToProvider::Join {
+        job,
+        did,
+        agreement,
+        args,
+        approval,
+        max_rounds,
+        secure_aggregation,
+    } = first
+    else {
+        return Err(FederatedError::Phase(
+            "a training exchange starts with join".into(),
+        ));
+    };
+    let mut session = join(
+        shared,
+        principal,
+        JoinRequest {
+            job,
+            did,
+            agreement,
+            args,
+            approval,
+            max_rounds,
+            secure: secure_aggregation,
+            module: body.to_vec(),
+        },
+        dir,
+    )
+    .await?;
+    let staged = session.dir.join("shard");
+    let manifest = shared
+        .compute
+        .stage_asset(did, &session.args, &staged)
+        .await
+        .map_err(|e| FederatedError::Unavailable(format!("staging the asset: {e}")))?;
+    session.rows = manifest.inputs.iter().map(|i| i.rows).sum();
+    let columns = manifest
+        .inputs
+        .into_iter()
+        .flat_map(|i| i.columns)
+        .collect();
+    reply(
+        tx,
+        &FromProvider::Joined {
+            provider: shared.signer.address(),
+            columns,
+        },
+        Vec::new(),
+    )
+    .await?;
+    tracing::info!(%job, %did, %agreement, rows = session.rows, "joined a training job");
+
+    while let Some((message, body)) = next(incoming).await? {
+        match message {
+            ToProvider::Round {
+                round,
+                rules,
+                codec,
+            } => start_round(shared, &mut session, round, rules, codec, &body, tx).await?,
+            ToProvider::Roster { adverts } => {
+                let shares = current(&mut session)?.participant.share_keys(&adverts)?;
+                reply(tx, &FromProvider::Shares { shares }, Vec::new()).await?;
+            }
+            ToProvider::Inbox { shares } => {
+                let r = current(&mut session)?;
+                let masked = r.participant.masked_input(&shares, &r.encoded)?;
+                r.encoded.fill(0);
+                reply(
+                    tx,
+                    &FromProvider::Masked,
+                    wire::words_to_ipc(masked.words())?,
+                )
+                .await?;
+            }
+            ToProvider::Survivors { survivors } => {
+                let signature = current(&mut session)?.participant.consistency(&survivors)?;
+                reply(tx, &FromProvider::Signature { signature }, Vec::new()).await?;
+            }
+            ToProvider::Signatures { signatures } => {
+                let reveal = current(&mut session)?.participant.unmask(&signatures)?;
+                session.round = None;
+                reply(tx, &FromProvider::Reveal { reveal }, Vec::new()).await?;
+            }
+            ToProvider::Finish => {
+                reply(tx, &FromProvider::Finished, Vec::new()).await?;
+                tracing::info!(%job, rounds = session.last_round, "training job finished here");
+                return Ok(());
+            }
+            ToProvider::Join { .. } => {
+                return Err(FederatedError::Phase("this exchange already joined".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn current(session: &mut Session) -> Result<&mut Round> {
+    session
+        .round
+        .as_mut()
+        .ok_or_else(|| FederatedError::Phase("no secure aggregation round is under way".into()))
+}
+
+struct JoinRequest {
+    job: B256,
+    did: Did,
+    agreement: AgreementId,
+    args: Vec<String>,
+    approval: Option<SignedApproval>,
+    max_rounds: u32,
+    secure: bool,
+    module: Vec<u8>,
+}
+
+/// Every check before this provider does anything for a job. Fails closed: an
+/// unreadable chain refuses like a wrong answer.
+async fn join(
+    shared: &Shared,
+    principal: &Principal,
+    req: JoinRequest,
+    dir: PathBuf,
+) -> Result<Session> {
+    let ledger = shared.engine.ledger();
+    let unavailable = |e: insitu_ledger::LedgerError| {
+        FederatedError::Unavailable(format!("reading the training job on chain: {e}"))
+    };
+    let job = ledger
+        .training_job(req.job)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            FederatedError::Refused(format!("training job {} is not on chain", req.job))
+        })?;
+    if principal.consumer != job.coordinator {
+        return Err(FederatedError::Refused(format!(
+            "the token is signed by {}, not by the coordinator key job {} published",
+            principal.consumer, req.job
+        )));
+    }
+    if ledger
+        .training_job_of(req.agreement)
+        .await
+        .map_err(unavailable)?
+        != Some(req.job)
+    {
+        return Err(FederatedError::Refused(format!(
+            "agreement {} is not committed to training job {}",
+            req.agreement, req.job
+        )));
+    }
+    if !req.secure && !shared.allow_plain_updates {
+        return Err(FederatedError::Refused(
+            "this provider sends its updates only under secure aggregation".into(),
+        ));
+    }
+    if req.max_rounds == 0 || req.max_rounds > shared.max_rounds {
+        return Err(FederatedError::Refused(format!(
+            "{} rounds asked; this provider trains 1 to {} rounds a job",
+            req.max_rounds, shared.max_rounds
+        )));
+    }
+    let consumer = Principal {
+        consumer: job.consumer,
+        ..principal.clone()
+    };
+    match shared
+        .engine
+        .decide(&consumer, Action::Train, req.did, req.agreement)
+        .await
+    {
+        Decision::Allow(_) => {}
+        Decision::Deny(reason) if reason.is_unavailable() => {
+            return Err(FederatedError::Unavailable(reason.to_string()));
+        }
+        Decision::Deny(reason) => return Err(FederatedError::Refused(reason.to_string())),
+    }
+    shared
+        .compute
+        .check_module(&req.module, req.approval.as_ref())
+        .map_err(|e| FederatedError::Refused(e.to_string()))?;
+    if req.args.len() > 64 || req.args.iter().any(|a| a.len() > 1024) {
+        return Err(FederatedError::Invalid(
+            "at most 64 arguments of 1024 bytes each".into(),
+        ));
+    }
+    Ok(Session {
+        job: req.job,
+        module: req.module.into(),
+        args: req.args,
+        max_rounds: req.max_rounds,
+        secure: req.secure,
+        dir,
+        rows: 0,
+        last_round: 0,
+        seen_models: BTreeSet::new(),
+        round: None,
+    })
+}
+
+/// Trains locally and opens the round's secure aggregation (or, without it, sends
+/// the update).
+async fn start_round(
+    shared: &Shared,
+    session: &mut Session,
+    round: u32,
+    rules: Option<RoundRules>,
+    codec: RingCodec,
+    body: &[u8],
+    tx: &Outbox,
+) -> Result<()> {
+    if round <= session.last_round || round > session.max_rounds {
+        return Err(FederatedError::Refused(format!(
+            "round {round} after round {} of at most {}: rounds run once, in order",
+            session.last_round, session.max_rounds
+        )));
+    }
+    // The same global model twice, with different participants, would let the
+    // coordinator subtract two sums and isolate one update.
+    let hash: [u8; 32] = sha2::Sha256::digest(body).into();
+    if !session.seen_models.insert(hash) {
+        return Err(FederatedError::Refused(
+            "the coordinator sent a global model it already trained on".into(),
+        ));
+    }
+    session.last_round = round;
+    session.round = None;
+    let global = Model::from_ipc(body)?;
+    let round_dir = session.dir.join(format!("round-{round}"));
+    let _round_files = DirGuard(round_dir.clone());
+    let shard = session.dir.join("shard");
+    let trained = local::train(
+        local::LocalRound {
+            compute: &shared.compute,
+            module: session.module.clone(),
+            args: session.args.clone(),
+            round,
+            shard: &shard,
+            staged_rows: session.rows,
+            round_dir: &round_dir,
+        },
+        &global,
+    )
+    .await?;
+    let delta: Vec<f32> = trained
+        .model
+        .flatten()
+        .iter()
+        .zip(global.flatten())
+        .map(|(t, g)| t - g)
+        .collect();
+    if !session.secure {
+        let update = global.with_values(&delta)?;
+        return reply(
+            tx,
+            &FromProvider::Plain {
+                samples: trained.samples,
+            },
+            update.to_ipc()?,
+        )
+        .await;
+    }
+    let rules = rules.ok_or_else(|| {
+        FederatedError::Invalid("a secure aggregation round needs its rules".into())
+    })?;
+    let encoded = codec.encode(&delta, trained.samples)?;
+    let ledger = shared.engine.ledger();
+    let id = RoundId {
+        job: session.job,
+        round,
+        domain: insitu_ledger::eip712::insitu_domain(
+            ledger.chain_id(),
+            ledger.contracts().agreements,
+        ),
+    };
+    let participant = Participant::new(
+        shared.signer.clone(),
+        shared.signer.address(),
+        id,
+        rules,
+        RecoveryCache::default(),
+    );
+    let advert = participant.advertise()?;
+    session.round = Some(Round {
+        participant,
+        encoded,
+    });
+    reply(
+        tx,
+        &FromProvider::Advert {
+            advert,
+            layout: global.layout(),
+        },
+        Vec::new(),
+    )
+    .await
+}

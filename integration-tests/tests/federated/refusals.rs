@@ -1,0 +1,235 @@
+//! What providers refuse, each checked against real `insitu serve` processes on anvil:
+//! a site whose agreement is not committed to the job, a coordinator key the job did
+//! not publish, a module off the allow-list, and plain updates by default.
+
+use std::time::Duration;
+
+use alloy::primitives::B256;
+use alloy::signers::local::PrivateKeySigner;
+use insitu_federated::{FederatedError, Progress, Site, TrainingJob};
+use insitu_integration_tests::provider::World;
+use insitu_ledger::{AgreementId, Ledger};
+
+use super::federation::CONSUMER;
+use super::{Federation, Rows, split, train_module, write_csv};
+
+async fn setup() -> (World, Federation, Vec<u8>) {
+    let world = World::start().await.expect("anvil");
+    let (_, module) = train_module();
+    let hash = insitu_compute::algorithm_hash(&module).1;
+    let (train, _) = split(super::breast_cancer(), 3, 0.2);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let rows: Rows = train.iter().skip(i).step_by(3).cloned().collect();
+        let p = dir.path().join(format!("shard-{i}.csv"));
+        write_csv(&rows, &p);
+        shards.push(p);
+    }
+    let fed = Federation::start(&world, &shards, &hash, "").await;
+    (world, fed, module)
+}
+
+/// Orders each site's train service (free) and returns the agreements.
+async fn order_all(ledger: &dyn Ledger, fed: &Federation) -> Vec<AgreementId> {
+    let mut out = Vec::new();
+    for s in &fed.sites {
+        let did = s.did.parse().expect("did");
+        out.push(ledger.order(did, 0).await.expect("order").agreement_id);
+    }
+    out
+}
+
+fn sites(fed: &Federation, agreements: &[AgreementId]) -> Vec<Site> {
+    fed.sites
+        .iter()
+        .zip(agreements)
+        .map(|(s, a)| Site {
+            did: s.did.parse().expect("did"),
+            agreement: *a,
+            endpoint: s.endpoint.clone(),
+            provider: s.address,
+            ca_pem: None,
+        })
+        .collect()
+}
+
+fn args() -> Vec<String> {
+    ["--label", "target", "--classes", "2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Runs a job and returns its result and every refusal the providers gave.
+async fn run_job(
+    job: TrainingJob,
+) -> (
+    Result<insitu_federated::TrainingOutcome, FederatedError>,
+    Vec<String>,
+) {
+    let mut refused = Vec::new();
+    let result = tokio::time::timeout(
+        Duration::from_secs(300),
+        job.run(|p| {
+            if let Progress::Refused { reason, .. } = p {
+                refused.push(reason);
+            }
+        }),
+    )
+    .await
+    .expect("the job ends in time");
+    (result, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn providers_refuse_what_the_job_did_not_commit_to() {
+    let (world, fed, module) = setup().await;
+    let ledger = world.ledger(CONSUMER).await.expect("ledger");
+    let chain_id = ledger.chain_id();
+    let contract = ledger.contracts().agreements;
+    let agreements = order_all(&ledger, &fed).await;
+
+    // The job commits the first two agreements only.
+    let key = PrivateKeySigner::random();
+    let job = B256::from(rand::random::<[u8; 32]>());
+    ledger
+        .open_training(
+            job,
+            key.address(),
+            "dial-out".into(),
+            agreements[..2].to_vec(),
+        )
+        .await
+        .expect("open the job");
+
+    // A coordinator key the job did not publish: every provider refuses, nothing runs.
+    let stranger = TrainingJob::builder(
+        job,
+        PrivateKeySigner::random(),
+        chain_id,
+        contract,
+        module.clone(),
+        sites(&fed, &agreements),
+    )
+    .with_args(args())
+    .build()
+    .expect("job");
+    let (result, refused) = run_job(stranger).await;
+    assert!(
+        matches!(result, Err(FederatedError::Aborted(_))),
+        "{result:?}"
+    );
+    assert_eq!(refused.len(), 3);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.contains("not by the coordinator key")),
+        "{refused:?}"
+    );
+
+    // A module off the providers' allow-lists is refused before anything is staged.
+    let other_module = [module.as_slice(), b"\0"].concat();
+    let off_list = TrainingJob::builder(
+        job,
+        key.clone(),
+        chain_id,
+        contract,
+        other_module,
+        sites(&fed, &agreements[..2]),
+    )
+    .with_args(args())
+    .build()
+    .expect("job");
+    let (result, refused) = run_job(off_list).await;
+    assert!(result.is_err());
+    assert!(
+        refused.iter().all(|r| r.contains("allow-list")),
+        "{refused:?}"
+    );
+
+    // The real key: the third provider, whose agreement the job did not commit,
+    // refuses; the other two (a majority of three) train.
+    let real = TrainingJob::builder(
+        job,
+        key,
+        chain_id,
+        contract,
+        module.clone(),
+        sites(&fed, &agreements),
+    )
+    .with_args(args())
+    .with_rounds(2)
+    .build()
+    .expect("job");
+    let (result, refused) = run_job(real).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("not committed to training job"),
+        "{refused:?}"
+    );
+    let outcome = result.expect("two providers train");
+    assert_eq!(outcome.rounds.len(), 2);
+    assert_eq!(outcome.rounds[1].contributors.len(), 2);
+
+    // An agreement joins one job only: a second job cannot take it over.
+    let again = ledger
+        .open_training(
+            B256::from(rand::random::<[u8; 32]>()),
+            PrivateKeySigner::random().address(),
+            "dial-out".into(),
+            vec![agreements[0]],
+        )
+        .await;
+    assert!(again.is_err(), "an agreement was committed to two jobs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn providers_send_plain_updates_only_when_they_allow_it() {
+    let (world, fed, module) = setup().await;
+    let ledger = world.ledger(CONSUMER).await.expect("ledger");
+    let agreements = order_all(&ledger, &fed).await;
+    let key = PrivateKeySigner::random();
+    let job = B256::from(rand::random::<[u8; 32]>());
+    ledger
+        .open_training(job, key.address(), "dial-out".into(), agreements.clone())
+        .await
+        .expect("open the job");
+    // Robust strategies need plain updates, and say so under secure aggregation.
+    let refused_build = TrainingJob::builder(
+        job,
+        key.clone(),
+        ledger.chain_id(),
+        ledger.contracts().agreements,
+        module.clone(),
+        sites(&fed, &agreements),
+    )
+    .with_strategy(insitu_federated::Strategy::Median)
+    .build();
+    assert!(
+        matches!(&refused_build, Err(FederatedError::Invalid(m)) if m.contains("secure aggregation")),
+        "{refused_build:?}"
+    );
+    let plain = TrainingJob::builder(
+        job,
+        key,
+        ledger.chain_id(),
+        ledger.contracts().agreements,
+        module,
+        sites(&fed, &agreements),
+    )
+    .with_args(args())
+    .with_strategy(insitu_federated::Strategy::Median)
+    .with_secure_aggregation(false)
+    .build()
+    .expect("job");
+    let (result, refused) = run_job(plain).await;
+    assert!(result.is_err());
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.contains("only under secure aggregation")),
+        "{refused:?}"
+    );
+}

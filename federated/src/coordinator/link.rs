@@ -43,8 +43,8 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// Largest message either side sends (a model of 64M parameters, or the module).
-pub(crate) const MAX_MESSAGE: usize = 256 << 20;
+/// Largest message a provider answers with (its limit for what it receives is the same).
+const MAX_MESSAGE: usize = crate::provider::MAX_TRAIN_MESSAGE;
 
 fn remote(site: &Site, e: impl std::fmt::Display) -> FederatedError {
     FederatedError::Unavailable(format!("{} ({}): {e}", site.provider, site.endpoint))

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 
 pub use init::initial_model;
 use link::Link;
-pub(crate) use link::MAX_MESSAGE;
 pub use link::Site;
 
 use crate::error::{FederatedError, Result};

@@ -26,6 +26,9 @@ use tonic::Status;
 use crate::error::{FederatedError, Result};
 use crate::wire::TRAIN_SCOPE;
 
+/// The largest training message a provider accepts: 64 MiB.
+pub const MAX_TRAIN_MESSAGE: usize = 64 << 20;
+
 /// The most rounds a job may ask a provider for, unless configured otherwise.
 pub const DEFAULT_MAX_ROUNDS: u32 = 1000;
 
@@ -143,8 +146,10 @@ impl ExchangeHandler for TrainExchange {
     }
 
     fn max_message_bytes(&self) -> usize {
-        // The module (up to the compute limit) or a model of up to 64M parameters.
-        crate::coordinator::MAX_MESSAGE
+        // The module (up to the compute limit) or a model of up to 16M float32
+        // parameters. The limit is the Flight service's, for every authenticated call,
+        // so it is no larger than training needs.
+        MAX_TRAIN_MESSAGE
     }
 
     async fn exchange(

@@ -233,3 +233,101 @@ async fn providers_send_plain_updates_only_when_they_allow_it() {
         "{refused:?}"
     );
 }
+
+/// A coordinator that replays a global model (to subtract two sums over different
+/// participants) or repeats a round is refused by the provider itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_trains_once_per_round_and_never_twice_on_one_model() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use futures::StreamExt;
+    use insitu_federated::model::{Model, Tensor};
+    use insitu_federated::wire::{self, FromProvider, ToProvider};
+    use insitu_federated::{RingCodec, RoundRules};
+
+    let (world, fed, module) = setup().await;
+    let ledger = world.ledger(CONSUMER).await.expect("ledger");
+    let agreements = order_all(&ledger, &fed).await;
+    let key = PrivateKeySigner::random();
+    let job = B256::from(rand::random::<[u8; 32]>());
+    ledger
+        .open_training(job, key.address(), "dial-out".into(), agreements.clone())
+        .await
+        .expect("open the job");
+    let site = &fed.sites[0];
+    let token = insitu_policy::sign_access_token(
+        &key,
+        &insitu_policy::AccessClaims {
+            provider: site.address,
+            chain_id: ledger.chain_id(),
+            verifying_contract: ledger.contracts().agreements,
+            issued_at: insitu_integration_tests::provider::now(),
+            lifetime: Duration::from_secs(600),
+            scope: insitu_federated::TRAIN_SCOPE.into(),
+        },
+    )
+    .expect("token");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let join = ToProvider::Join {
+        job,
+        did: site.did.parse().expect("did"),
+        agreement: agreements[0],
+        args: args(),
+        approval: None,
+        max_rounds: 10,
+        secure_aggregation: true,
+    };
+    tx.send(wire::frame(&join, module).expect("frame"))
+        .await
+        .expect("send");
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let channel = insitu_flight::client::connect_channel(&site.endpoint, None)
+        .await
+        .expect("connect");
+    let mut answers = FlightServiceClient::new(channel)
+        .do_exchange(request)
+        .await
+        .expect("exchange")
+        .into_inner();
+    let mut next = async || -> Result<FromProvider, tonic::Status> {
+        let data = answers.next().await.expect("an answer")?;
+        Ok(wire::unframe::<FromProvider>(data).expect("a message").0)
+    };
+    let FromProvider::Joined { columns, .. } = next().await.expect("joined") else {
+        panic!("expected joined");
+    };
+    let features = columns.len() - 1;
+    let model = Model::new(vec![
+        Tensor::new("weights", vec![2, features], vec![0.0; 2 * features]).expect("t"),
+        Tensor::new("bias", vec![2], vec![0.0; 2]).expect("t"),
+        Tensor::new("mean", vec![features], vec![0.0; features]).expect("t"),
+        Tensor::new("scale", vec![features], vec![0.0; features]).expect("t"),
+    ])
+    .expect("model");
+    let body = model.to_ipc().expect("ipc");
+    let round = |n: u32| ToProvider::Round {
+        round: n,
+        rules: Some(RoundRules::majority(3).expect("rules")),
+        codec: RingCodec::new(16.0, 4096).expect("codec"),
+    };
+    tx.send(wire::frame(&round(1), body.clone()).expect("frame"))
+        .await
+        .expect("send");
+    assert!(matches!(
+        next().await.expect("advert"),
+        FromProvider::Advert { .. }
+    ));
+    // Round 2 on the very same model: refused, and the session ends.
+    tx.send(wire::frame(&round(2), body).expect("frame"))
+        .await
+        .expect("send");
+    let refused = next().await.expect_err("a replayed model is refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("already trained on"),
+        "{refused:?}"
+    );
+}

@@ -382,3 +382,43 @@ pub fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) ->
     r.map_err(|e| anyhow::anyhow!("{what}: {e}"))
         .context(what.to_string())
 }
+
+/// The `insitu` CLI on the world's anvil deployment, acting as account `who`, with its
+/// data directory, catalog and working directory in `dir`.
+pub fn cli_on(world: &World, dir: &Path, who: u32) -> Result<tokio::process::Command> {
+    let mut c = tokio::process::Command::new(crate::insitu_bin()?);
+    c.env("INSITU_CHAIN", "rpc")
+        .env("INSITU_RPC_URL", world.rpc_url())
+        .env(
+            "INSITU_REGISTRY",
+            world.deployed.addresses.registry.to_string(),
+        )
+        .env(
+            "INSITU_AGREEMENTS",
+            world.deployed.addresses.agreements.to_string(),
+        )
+        .env("INSITU_DATA_DIR", dir)
+        .env(
+            "INSITU_CATALOG",
+            format!("sqlite://{}", dir.join("catalog.db").display()),
+        )
+        .env("TEST_MNEMONIC", crate::TEST_MNEMONIC)
+        .env("INSITU_MNEMONIC_ENV", "TEST_MNEMONIC")
+        .env("INSITU_ACCOUNT_INDEX", who.to_string())
+        .current_dir(dir);
+    Ok(c)
+}
+
+/// Waits until something listens on 127.0.0.1:`port`; false after 30 s.
+pub async fn wait_for_port(port: u16) -> bool {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

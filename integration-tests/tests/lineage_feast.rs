@@ -15,9 +15,7 @@ use insitu_flight::query_client::QueryClient;
 use insitu_flight::search_client::SearchClient;
 use insitu_integration_tests::data::{people_batch, write_parquet};
 use insitu_integration_tests::feast::FeastLineage;
-use insitu_integration_tests::{
-    CONSUMER, PROVIDER, TEST_MNEMONIC, World, account, insitu_bin, token_with_scope,
-};
+use insitu_integration_tests::{CONSUMER, PROVIDER, World, account, token_with_scope};
 use insitu_ledger::{Did, Ledger};
 use serde_json::Value;
 use tokio::process::Command;
@@ -33,27 +31,8 @@ fn free_port() -> u16 {
 
 /// The CLI on anvil, acting as account `who`.
 fn insitu(world: &World, dir: &Path, who: u32) -> Command {
-    let mut c = Command::new(insitu_bin().expect("binary"));
-    c.env("INSITU_CHAIN", "rpc")
-        .env("INSITU_RPC_URL", world.rpc_url())
-        .env(
-            "INSITU_REGISTRY",
-            world.deployed.addresses.registry.to_string(),
-        )
-        .env(
-            "INSITU_AGREEMENTS",
-            world.deployed.addresses.agreements.to_string(),
-        )
-        .env("INSITU_DATA_DIR", dir)
-        .env(
-            "INSITU_CATALOG",
-            format!("sqlite://{}", dir.join("catalog.db").display()),
-        )
-        .env("TEST_MNEMONIC", TEST_MNEMONIC)
-        .env("INSITU_MNEMONIC_ENV", "TEST_MNEMONIC")
-        .env("INSITU_ACCOUNT_INDEX", who.to_string())
-        .env("FEAST_API_KEY", API_KEY)
-        .current_dir(dir);
+    let mut c = insitu_integration_tests::provider::cli_on(world, dir, who).expect("binary");
+    c.env("FEAST_API_KEY", API_KEY);
     c
 }
 

@@ -246,17 +246,7 @@ async fn configured_assets_are_published_once_across_restarts() {
             .spawn()
             .expect("start serve");
         let mut child = child;
-        let mut up = false;
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let up = insitu_integration_tests::provider::wait_for_port(port).await;
         assert!(up, "serve did not start");
         child.kill().await.expect("kill");
         child.wait().await.expect("reap");

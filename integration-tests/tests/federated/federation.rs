@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use alloy::primitives::Address;
+use insitu_integration_tests::account;
 use insitu_integration_tests::provider::World;
-use insitu_integration_tests::{TEST_MNEMONIC, account, insitu_bin};
 use tokio::process::{Child, Command};
 
 /// The consumer's account.
@@ -32,27 +31,8 @@ pub(crate) struct Federation {
 
 /// The CLI on anvil, acting as account `who`, in `dir`.
 pub(crate) fn insitu(world: &World, dir: &Path, who: u32) -> Command {
-    let mut c = Command::new(insitu_bin().expect("binary"));
-    c.env("INSITU_CHAIN", "rpc")
-        .env("INSITU_RPC_URL", world.rpc_url())
-        .env(
-            "INSITU_REGISTRY",
-            world.deployed.addresses.registry.to_string(),
-        )
-        .env(
-            "INSITU_AGREEMENTS",
-            world.deployed.addresses.agreements.to_string(),
-        )
-        .env("INSITU_DATA_DIR", dir)
-        .env(
-            "INSITU_CATALOG",
-            format!("sqlite://{}", dir.join("catalog.db").display()),
-        )
-        .env("TEST_MNEMONIC", TEST_MNEMONIC)
-        .env("INSITU_MNEMONIC_ENV", "TEST_MNEMONIC")
-        .env("INSITU_ACCOUNT_INDEX", who.to_string())
-        .env_remove("INSITU_CONFIG")
-        .current_dir(dir);
+    let mut c = insitu_integration_tests::provider::cli_on(world, dir, who).expect("binary");
+    c.env_remove("INSITU_CONFIG");
     c
 }
 
@@ -128,17 +108,7 @@ impl Federation {
                 .kill_on_drop(true)
                 .spawn()
                 .expect("start serve");
-            let mut up = false;
-            for _ in 0..600 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    up = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let up = insitu_integration_tests::provider::wait_for_port(port).await;
             assert!(
                 up,
                 "provider {i} did not listen: {}",

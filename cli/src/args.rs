@@ -703,6 +703,13 @@ pub struct TrainStartArgs {
     /// Each update value is clipped to [-clip, clip].
     #[arg(long, default_value_t = 4.0)]
     pub clip: f32,
+    /// DP-FedAvg: clip each provider's update to this L2 norm and add distributed
+    /// discrete Gaussian noise (with --dp-noise); every provider then weighs 1.
+    #[arg(long, requires = "dp_noise")]
+    pub dp_clip: Option<f32>,
+    /// DP-FedAvg noise multiplier z: the summed noise has deviation z × --dp-clip.
+    #[arg(long, requires = "dp_clip")]
+    pub dp_noise: Option<f64>,
     /// The most samples all providers weigh together in a round.
     #[arg(long, default_value_t = 65536)]
     pub max_samples: u32,

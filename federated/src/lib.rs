@@ -16,6 +16,7 @@
 
 pub mod coordinator;
 mod crypto;
+pub mod dp;
 mod error;
 mod identity;
 mod messages;

@@ -43,6 +43,9 @@ pub enum ToProvider {
         max_rounds: u32,
         /// Off only for robust strategies, and only with providers that allow it.
         secure_aggregation: bool,
+        /// DP-FedAvg: clip and add noise before masking.
+        #[serde(default)]
+        dp: Option<crate::dp::DpSettings>,
     },
     /// Starts a round: train locally from the global model in the body, then advertise
     /// keys (or, without secure aggregation, send the update).

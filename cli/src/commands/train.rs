@@ -299,6 +299,9 @@ async fn start(a: TrainStartArgs) -> Result<()> {
     if let Some(t) = a.threshold {
         builder = builder.with_threshold(t);
     }
+    if let (Some(c), Some(z)) = (a.dp_clip, a.dp_noise) {
+        builder = builder.with_dp(c, z);
+    }
     let training = builder.build()?;
 
     let bar = ProgressBar::new(u64::from(a.rounds));

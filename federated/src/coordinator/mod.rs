@@ -28,6 +28,7 @@ pub use init::initial_model;
 use link::Link;
 pub use link::Site;
 
+use crate::dp::DpSettings;
 use crate::error::{FederatedError, Result};
 use crate::identity::{RecoveryCache, RoundId};
 use crate::messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
@@ -77,6 +78,7 @@ pub struct TrainingJobBuilder {
     train_timeout: Duration,
     phase_timeout: Duration,
     initial: Option<Model>,
+    dp: Option<(f32, f64)>,
 }
 
 impl std::fmt::Debug for TrainingJobBuilder {
@@ -151,6 +153,15 @@ impl TrainingJobBuilder {
         self
     }
 
+    /// DP-FedAvg: every provider clips its update to L2 norm `clip_norm` and adds its
+    /// share of discrete Gaussian noise, so the sum carries noise of deviation
+    /// `noise_multiplier · clip_norm`. Needs secure aggregation; every provider then
+    /// weighs 1.
+    pub fn with_dp(mut self, clip_norm: f32, noise_multiplier: f64) -> Self {
+        self.dp = Some((clip_norm, noise_multiplier));
+        self
+    }
+
     /// Starts from this model instead of the module's `--mode init` output.
     pub fn with_initial_model(mut self, model: Model) -> Self {
         self.initial = Some(model);
@@ -179,6 +190,24 @@ impl TrainingJobBuilder {
             None
         };
         let codec = RingCodec::new(self.clip, self.max_total_samples)?;
+        let dp = match self.dp {
+            None => None,
+            Some(_) if !self.secure => {
+                return Err(FederatedError::Invalid(
+                    "DP-FedAvg splits its noise over the providers and needs secure aggregation"
+                        .into(),
+                ));
+            }
+            Some((clip_norm, noise_multiplier)) => {
+                let dp = DpSettings {
+                    clip_norm,
+                    noise_multiplier,
+                    participants: u32::try_from(n).unwrap_or(u32::MAX),
+                };
+                dp.check()?;
+                Some(dp)
+            }
+        };
         let mut seen = BTreeSet::new();
         for s in &self.sites {
             if !seen.insert(s.provider) {
@@ -205,6 +234,7 @@ impl TrainingJobBuilder {
             train_timeout: self.train_timeout,
             phase_timeout: self.phase_timeout,
             initial: self.initial,
+            dp,
         })
     }
 }
@@ -227,6 +257,7 @@ pub struct TrainingJob {
     train_timeout: Duration,
     phase_timeout: Duration,
     initial: Option<Model>,
+    dp: Option<DpSettings>,
 }
 
 impl std::fmt::Debug for TrainingJob {
@@ -281,6 +312,7 @@ impl TrainingJob {
             train_timeout: Duration::from_secs(600),
             phase_timeout: Duration::from_secs(60),
             initial: None,
+            dp: None,
         }
     }
 
@@ -383,6 +415,7 @@ impl TrainingJob {
                 approval: self.approval.clone(),
                 max_rounds: self.rounds,
                 secure_aggregation: self.rules.is_some(),
+                dp: self.dp,
             };
             let opened = async {
                 let mut link = Link::open(

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::Sender;
 use tonic::Status;
 
 use super::{Shared, local, status};
+use crate::dp::DpSettings;
 use crate::error::{FederatedError, Result};
 use crate::identity::{RecoveryCache, RoundId};
 use crate::model::Model;
@@ -36,6 +37,7 @@ struct Session {
     args: Vec<String>,
     max_rounds: u32,
     secure: bool,
+    dp: Option<DpSettings>,
     dir: PathBuf,
     rows: u64,
     last_round: u32,
@@ -115,6 +117,7 @@ async fn run(
         approval,
         max_rounds,
         secure_aggregation,
+        dp,
     } = first
     else {
         return Err(FederatedError::Phase(
@@ -132,6 +135,7 @@ async fn run(
             approval,
             max_rounds,
             secure: secure_aggregation,
+            dp,
             module: body.to_vec(),
         },
         dir,
@@ -219,6 +223,7 @@ struct JoinRequest {
     approval: Option<SignedApproval>,
     max_rounds: u32,
     secure: bool,
+    dp: Option<DpSettings>,
     module: Vec<u8>,
 }
 
@@ -257,6 +262,14 @@ async fn join(
             "agreement {} is not committed to training job {}",
             req.agreement, req.job
         )));
+    }
+    if let Some(dp) = &req.dp {
+        dp.check()?;
+        if !req.secure {
+            return Err(FederatedError::Invalid(
+                "DP-FedAvg's noise is split over the providers and needs secure aggregation".into(),
+            ));
+        }
     }
     if !req.secure && !shared.allow_plain_updates {
         return Err(FederatedError::Refused(
@@ -299,6 +312,7 @@ async fn join(
         args: req.args,
         max_rounds: req.max_rounds,
         secure: req.secure,
+        dp: req.dp,
         dir,
         rows: 0,
         last_round: 0,
@@ -351,7 +365,7 @@ async fn start_round(
         &global,
     )
     .await?;
-    let delta: Vec<f32> = trained
+    let mut delta: Vec<f32> = trained
         .model
         .flatten()
         .iter()
@@ -372,7 +386,17 @@ async fn start_round(
     let rules = rules.ok_or_else(|| {
         FederatedError::Invalid("a secure aggregation round needs its rules".into())
     })?;
-    let encoded = codec.encode(&delta, trained.samples)?;
+    let encoded = match &session.dp {
+        // Under DP every provider weighs 1, its update clipped to the norm the noise
+        // is calibrated for, and its share of the noise added before masking.
+        Some(dp) => {
+            crate::dp::clip_l2(&mut delta, dp.clip_norm);
+            let mut e = codec.encode(&delta, 1)?;
+            crate::dp::add_noise(&mut e, dp.client_sigma(&codec), &mut rand::rng());
+            e
+        }
+        None => codec.encode(&delta, trained.samples)?,
+    };
     let ledger = shared.engine.ledger();
     let id = RoundId {
         job: session.job,

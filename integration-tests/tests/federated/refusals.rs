@@ -275,6 +275,7 @@ async fn a_provider_trains_once_per_round_and_never_twice_on_one_model() {
         approval: None,
         max_rounds: 10,
         secure_aggregation: true,
+        dp: None,
     };
     tx.send(wire::frame(&join, module).expect("frame"))
         .await

@@ -20,6 +20,8 @@ struct Plan {
     classes: u32,
     /// Kill this provider once this many rounds are done.
     kill: Option<(usize, usize)>,
+    /// DP-FedAvg's L2 clip and noise multiplier.
+    dp: Option<(f32, f64)>,
 }
 
 async fn federate(plan: Plan) {
@@ -77,8 +79,20 @@ async fn federate(plan: Plan) {
             // Round 1 also carries the module's feature statistics (means up to ~8).
             "--clip",
             "16",
-            "--",
         ])
+        .args(
+            plan.dp
+                .map(|(c, z)| {
+                    vec![
+                        "--dp-clip".to_string(),
+                        c.to_string(),
+                        "--dp-noise".into(),
+                        z.to_string(),
+                    ]
+                })
+                .unwrap_or_default(),
+        )
+        .arg("--")
         .args(&args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -157,7 +171,13 @@ async fn federate(plan: Plan) {
     let contributors = |r: &serde_json::Value| r["contributors"].as_array().map_or(0, Vec::len);
     let samples = |r: &serde_json::Value| r["samples"].as_u64().unwrap_or(0);
     assert_eq!(contributors(&rounds[0]), plan.providers);
-    assert_eq!(samples(&rounds[0]), shard_rows.iter().sum::<u64>());
+    // Under DP every provider weighs 1; otherwise by its samples.
+    let expected_first = if plan.dp.is_some() {
+        plan.providers as u64
+    } else {
+        shard_rows.iter().sum::<u64>()
+    };
+    assert_eq!(samples(&rounds[0]), expected_first);
     if let Some((victim, _)) = plan.kill {
         let address = fed.sites[victim].address.to_string().to_lowercase();
         let dropped_in = rounds.iter().position(|r| {
@@ -237,9 +257,12 @@ async fn federate(plan: Plan) {
         plan.rounds,
         plan.epochs
     );
+    // DP trades accuracy for privacy; without it, the federation must match central
+    // training to within 2 points.
+    let allowed = if plan.dp.is_some() { 0.06 } else { 0.02 };
     assert!(
-        federated >= central - 0.02,
-        "federated {federated:.4} is more than 2 points below central {central:.4}"
+        federated >= central - allowed,
+        "federated {federated:.4} is more than {allowed} below central {central:.4}"
     );
 }
 
@@ -252,6 +275,7 @@ async fn five_providers_train_digits_and_finish_after_one_is_killed() {
         epochs: 5,
         classes: 10,
         kill: Some((4, 3)),
+        dp: None,
     })
     .await;
 }
@@ -265,6 +289,23 @@ async fn three_providers_train_breast_cancer() {
         epochs: 5,
         classes: 2,
         kill: None,
+        dp: None,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_providers_train_breast_cancer_with_dp_fedavg() {
+    federate(Plan {
+        rows: super::breast_cancer(),
+        providers: 3,
+        rounds: 8,
+        epochs: 5,
+        classes: 2,
+        kill: None,
+        // Round 1 carries the feature statistics (an update of norm ~30), so the clip
+        // is wide; the noise on the mean has deviation 0.001 × 60 / 3 = 0.02.
+        dp: Some((60.0, 0.001)),
     })
     .await;
 }

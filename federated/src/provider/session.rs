@@ -146,7 +146,11 @@ async fn run(
         .compute
         .stage_asset(did, &session.args, &staged)
         .await
-        .map_err(|e| FederatedError::Unavailable(format!("staging the asset: {e}")))?;
+        .map_err(|e| {
+            // The detail may name the asset's storage; it stays in this provider's log.
+            tracing::warn!(%did, error = %e, "staging a training shard failed");
+            FederatedError::Unavailable("this provider could not stage the asset".into())
+        })?;
     session.rows = manifest.inputs.iter().map(|i| i.rows).sum();
     let columns = manifest
         .inputs

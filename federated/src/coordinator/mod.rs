@@ -528,22 +528,10 @@ impl TrainingJob {
             codec: self.codec,
         };
         let body = model.to_ipc()?;
-        let all = |m: &ToProvider, b: &Vec<u8>, links: &Links| {
-            links
-                .keys()
-                .map(|a| (*a, (m.clone(), b.clone())))
-                .collect::<BTreeMap<_, _>>()
-        };
         let layout = model.layout();
         let mut adverts: Vec<KeyAdvert> = Vec::new();
-        for (a, m, _) in Self::exchange(
-            links,
-            all(&start, &body, links),
-            self.train_timeout,
-            dropped,
-        )
-        .await
-        {
+        let msgs = same_to(links.keys().copied(), &start, &body);
+        for (a, m, _) in Self::exchange(links, msgs, self.train_timeout, dropped).await {
             match m {
                 FromProvider::Advert { advert, layout: l } if l == layout && advert.from == a => {
                     adverts.push(advert)
@@ -552,16 +540,14 @@ impl TrainingJob {
             }
         }
         let roster = coordinator.collect_adverts(adverts)?;
-        let to_roster = |m: ToProvider| {
-            roster
-                .iter()
-                .map(|a| (a.from, (m.clone(), Vec::new())))
-                .collect::<BTreeMap<_, _>>()
-        };
         let mut sealed: Vec<SealedShares> = Vec::new();
-        let msgs = to_roster(ToProvider::Roster {
-            adverts: roster.clone(),
-        });
+        let msgs = same_to(
+            roster.iter().map(|a| a.from),
+            &ToProvider::Roster {
+                adverts: roster.clone(),
+            },
+            &[],
+        );
         for (a, m, _) in Self::exchange(links, msgs, self.phase_timeout, dropped).await {
             match m {
                 FromProvider::Shares { shares } if shares.iter().all(|s| s.from == a) => {
@@ -586,20 +572,13 @@ impl TrainingJob {
             }
         }
         let u3 = coordinator.collect_masked(masked)?;
-        let msgs = u3
-            .iter()
-            .map(|a| {
-                (
-                    *a,
-                    (
-                        ToProvider::Survivors {
-                            survivors: u3.clone(),
-                        },
-                        Vec::new(),
-                    ),
-                )
-            })
-            .collect();
+        let msgs = same_to(
+            u3.iter().copied(),
+            &ToProvider::Survivors {
+                survivors: u3.clone(),
+            },
+            &[],
+        );
         let mut signatures: Vec<SurvivorSignature> = Vec::new();
         for (a, m, _) in Self::exchange(links, msgs, self.phase_timeout, dropped).await {
             match m {
@@ -610,20 +589,13 @@ impl TrainingJob {
             }
         }
         let signatures = coordinator.collect_signatures(signatures)?;
-        let msgs = signatures
-            .iter()
-            .map(|s| {
-                (
-                    s.from,
-                    (
-                        ToProvider::Signatures {
-                            signatures: signatures.clone(),
-                        },
-                        Vec::new(),
-                    ),
-                )
-            })
-            .collect();
+        let msgs = same_to(
+            signatures.iter().map(|s| s.from),
+            &ToProvider::Signatures {
+                signatures: signatures.clone(),
+            },
+            &[],
+        );
         let mut reveals: Vec<UnmaskShares> = Vec::new();
         for (a, m, _) in Self::exchange(links, msgs, self.phase_timeout, dropped).await {
             match m {
@@ -649,10 +621,7 @@ impl TrainingJob {
             codec: self.codec,
         };
         let body = model.to_ipc()?;
-        let msgs = links
-            .keys()
-            .map(|a| (*a, (start.clone(), body.clone())))
-            .collect();
+        let msgs = same_to(links.keys().copied(), &start, &body);
         let mut updates = Vec::new();
         let mut contributors = Vec::new();
         for (a, m, body) in Self::exchange(links, msgs, self.train_timeout, dropped).await {
@@ -687,6 +656,15 @@ impl TrainingJob {
         let update = combine_plain(self.strategy, &updates)?;
         Ok((contributors, samples, update))
     }
+}
+
+/// One message (and body) for each of `to`.
+fn same_to(
+    to: impl Iterator<Item = Address>,
+    message: &ToProvider,
+    body: &[u8],
+) -> BTreeMap<Address, (ToProvider, Vec<u8>)> {
+    to.map(|a| (a, (message.clone(), body.to_vec()))).collect()
 }
 
 fn drop_one(

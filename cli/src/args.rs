@@ -700,6 +700,10 @@ pub struct TrainStartArgs {
     /// Providers every secure aggregation phase needs (default: a majority).
     #[arg(long)]
     pub threshold: Option<usize>,
+    /// SecAgg+: each provider masks with this many neighbours (even, at least 4)
+    /// instead of with every provider; for jobs with many providers.
+    #[arg(long)]
+    pub neighbours: Option<usize>,
     /// Each update value is clipped to [-clip, clip].
     #[arg(long, default_value_t = 4.0)]
     pub clip: f32,

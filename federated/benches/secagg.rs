@@ -217,5 +217,54 @@ fn main() {
             mib(raw),
             upload as f64 / raw as f64
         );
+        if let Some(flower) = flower_server_seconds(dropouts) {
+            println!(
+                "  Flower SecAgg+ server (same sizes, this run)  {:8.1} ms   insitu is {:.1}x faster   (target >= 10x)",
+                flower * 1e3,
+                flower / r.aggregation.as_secs_f64()
+            );
+        }
     }
+}
+
+/// Flower's SecAgg+ server time for the same round, measured now by
+/// `benches/flower/secaggplus_bench.py` in the venv its README sets up
+/// (`INSITU_FLOWER_PYTHON`, default `~/.cache/insitu/flwr-venv/bin/python`). `None`,
+/// with the reason printed, when that Python is not installed or the run fails.
+fn flower_server_seconds(dropouts: usize) -> Option<f64> {
+    let python = std::env::var_os("INSITU_FLOWER_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::Path::new(&h).join(".cache/insitu/flwr-venv/bin/python"))
+        })?;
+    if !python.exists() {
+        println!(
+            "  Flower SecAgg+: skipped, {} is missing (see federated/benches/flower/README.md)",
+            python.display()
+        );
+        return None;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/flower/secaggplus_bench.py"
+    );
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .args([
+            "--clients",
+            &CLIENTS.to_string(),
+            "--params",
+            &PARAMS.to_string(),
+        ])
+        .args([
+            "--dropout-fraction",
+            &(dropouts as f64 / CLIENTS as f64).to_string(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(line.lines().last()?).ok()?;
+    json["server_seconds"].as_f64()
 }

@@ -124,7 +124,7 @@ pub fn open(key: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Splits `secret` into `n` shares, any `t` of which rebuild it. Share `i` (0-based)
-/// belongs to the `i`-th member of the roster.
+/// belongs to the `i`-th member of the owner's neighbourhood.
 pub fn split(secret: &Secret, t: usize, n: usize) -> Result<Vec<Vec<u8>>> {
     if n > MAX_PARTICIPANTS {
         return Err(FederatedError::Invalid(format!(
@@ -137,9 +137,10 @@ pub fn split(secret: &Secret, t: usize, n: usize) -> Result<Vec<Vec<u8>>> {
     Ok(shares)
 }
 
-/// Rebuilds a secret from `t` or more shares, each with its holder's roster index,
-/// accepting only a result that passes `check`. A wrong share yields a wrong secret,
-/// not an error, so with more than `t` shares further windows of `t` are tried.
+/// Rebuilds a secret from `t` or more shares, each with its holder's place in the
+/// owner's neighbourhood, accepting only a result that passes `check`. A wrong share
+/// yields a wrong secret, not an error, so with more than `t` shares further windows
+/// of `t` are tried.
 pub fn combine_checked(
     shares: &[(usize, Vec<u8>)],
     t: usize,
@@ -163,7 +164,7 @@ pub fn combine_checked(
     ))
 }
 
-/// Rebuilds a secret from the first `t` shares, each with its holder's roster index.
+/// Rebuilds a secret from the first `t` shares, each with its holder's place.
 fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
     if shares.len() < t {
         return Err(FederatedError::Aborted(format!(
@@ -176,7 +177,7 @@ fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
         // A share's first byte is its identifier: the holder's index plus one.
         if share.len() != SHARE_BYTES || usize::from(share[0]) != index + 1 {
             return Err(FederatedError::Refused(format!(
-                "a share from roster member {index} is malformed"
+                "a share from neighbour {index} is malformed"
             )));
         }
         picked.push(share.clone());

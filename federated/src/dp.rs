@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{FederatedError, Result};
 use crate::ring::RingCodec;
 
+/// The largest noise multiplier accepted: far beyond any useful one.
+pub const MAX_NOISE_MULTIPLIER: f64 = 100.0;
+
 /// DP settings of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DpSettings {
@@ -34,9 +37,12 @@ impl DpSettings {
                 self.clip_norm
             )));
         }
-        if !(self.noise_multiplier.is_finite() && self.noise_multiplier >= 0.0) {
+        // Above the cap the noise would drown any update (and its variance overflow).
+        if !(self.noise_multiplier.is_finite()
+            && (0.0..=MAX_NOISE_MULTIPLIER).contains(&self.noise_multiplier))
+        {
             return Err(FederatedError::Invalid(format!(
-                "DP noise multiplier must be zero or more, not {}",
+                "DP noise multiplier must be between 0 and {MAX_NOISE_MULTIPLIER}, not {}",
                 self.noise_multiplier
             )));
         }

@@ -21,6 +21,7 @@ alloy::sol! {
         bytes32 encryptionKey;
         bytes32 maskingKey;
         bytes32 selfMaskCommitment;
+        bytes32 config;
     }
 
     /// A participant's view of who sent masked inputs (the consistency check).
@@ -84,6 +85,7 @@ pub(crate) fn keys_digest(id: &RoundId, advert: &crate::messages::KeyAdvert) -> 
         encryptionKey: B256::from(advert.encryption_key),
         maskingKey: B256::from(advert.masking_key),
         selfMaskCommitment: B256::from(advert.self_mask_commitment),
+        config: B256::from(advert.config),
     }
     .eip712_signing_hash(&id.domain)
 }

@@ -5,7 +5,8 @@
 //! and nothing about any single one, even when some participants drop out.
 //!
 //! Layout: `ring` (updates as exact integers mod 2^32, with the sample-count weight
-//! inside), `prg` (masks from seeds, AES-CTR), `crypto` (X25519, sealed shares, Shamir),
+//! inside), `rules` and `graph` (thresholds, and who masks with whom: everyone, or a
+//! sparse SecAgg+ ring), `prg` (masks from seeds, AES-CTR), `crypto` (X25519, sealed shares, Shamir),
 //! `identity` (keys and survivor sets signed by chain identities, EIP-712), `messages`,
 //! `participant` (the client's rounds), `server` (the coordinator's phases and the
 //! aggregator's running sum), `sim` (n participants in one process, with dropouts),
@@ -18,6 +19,7 @@ pub mod coordinator;
 mod crypto;
 pub mod dp;
 mod error;
+mod graph;
 mod identity;
 mod messages;
 pub mod model;
@@ -43,7 +45,7 @@ pub use participant::{Participant, verify_roster};
 pub use prg::{Sign, apply_mask};
 pub use provider::{TrainExchange, TrainExchangeBuilder};
 pub use ring::RingCodec;
-pub use rules::RoundRules;
+pub use rules::{MAX_SPARSE_PARTICIPANTS, Neighbours, RoundRules};
 pub use server::{Aggregator, Coordinator, Phase};
 pub use strategy::Strategy;
 pub use wire::TRAIN_SCOPE;

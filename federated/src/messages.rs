@@ -14,6 +14,11 @@ pub struct KeyAdvert {
     pub masking_key: [u8; 32],
     /// A hash of the self-mask seed, so the seed rebuilt from shares can be checked.
     pub self_mask_commitment: [u8; 32],
+    /// A hash of what this participant was told the round is (its global model, codec,
+    /// rules and DP settings). Every participant refuses a roster whose members were
+    /// told something else: a coordinator that gave the others a codec that flattens
+    /// their updates could otherwise read one participant's update off the sum.
+    pub config: [u8; 32],
     pub signature: Vec<u8>,
 }
 

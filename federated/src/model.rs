@@ -103,6 +103,28 @@ impl Model {
             .collect()
     }
 
+    /// A hash of the tensors' names, shapes and values, independent of how the IPC
+    /// bytes encoded them (stream or file, metadata spelling): the same model always
+    /// hashes the same. `-0.0` counts as `0.0`.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"insitu/model");
+        for t in &self.tensors {
+            h.update((t.name.len() as u64).to_be_bytes());
+            h.update(t.name.as_bytes());
+            h.update((t.shape.len() as u64).to_be_bytes());
+            for d in &t.shape {
+                h.update((*d as u64).to_be_bytes());
+            }
+            for v in &t.values {
+                let v = if *v == 0.0 { 0.0f32 } else { *v };
+                h.update(v.to_bits().to_be_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+
     /// Every value, tensor after tensor.
     pub fn flatten(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.parameters());

@@ -2,13 +2,16 @@
 //!
 //! 0. **Advertise** two fresh X25519 public keys, signed by the chain identity.
 //! 1. **Share**: check every advert's signature against the roster, pick a self-mask
-//!    seed `b`, split `b` and the masking secret key with Shamir (threshold `t`), and
-//!    seal each peer's shares to it.
-//! 2. **Mask**: open the shares addressed here; the senders form `U2`. Add `PRG(b)` and,
-//!    for every other member `v` of `U2`, `±PRG(s_uv)` (the sign by roster order, so
-//!    each pair cancels in the sum).
+//!    seed `b`, split `b` and the masking secret key with Shamir, and seal each
+//!    neighbour's shares to it. Without a graph every member is a neighbour and the
+//!    threshold is `t`; with one (SecAgg+, see `graph.rs`) the neighbourhood is
+//!    `degree + 1` members with its own threshold.
+//! 2. **Mask**: open the shares addressed here; the neighbours who sent them form this
+//!    participant's `U2`. Add `PRG(b)` and, for every other member `v` of `U2`,
+//!    `±PRG(s_uv)` (the sign by roster order, so each pair cancels in the sum).
 //! 3. **Consistency**: sign the survivor set `U3` the coordinator announces, after
-//!    checking it is a subset of `U2` of at least `t` members.
+//!    checking it names only roster members, has at least `t` members, and names no
+//!    neighbour outside this participant's `U2`.
 //! 4. **Unmask**: with at least `t` valid signatures over that same `U3`, reveal the
 //!    `b` shares of survivors and the masking-key shares of those who dropped: never
 //!    both for one participant, which is what keeps a single update hidden.
@@ -21,6 +24,7 @@ use alloy::signers::SignerSync;
 
 use crate::crypto::{self, KeyPair, Secret};
 use crate::error::{FederatedError, Result};
+use crate::graph::Graph;
 use crate::identity::{self, RecoveryCache, RoundId};
 use crate::messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
 use crate::prg::{Sign, apply_mask};
@@ -43,7 +47,10 @@ pub struct Participant {
     encryption: KeyPair,
     masking: KeyPair,
     self_mask: Secret,
+    members: Option<Arc<BTreeSet<Address>>>,
+    config: [u8; 32],
     roster: Vec<KeyAdvert>,
+    graph: Option<Graph>,
     held: BTreeMap<Address, Held>,
     u2: Vec<Address>,
     u3: Vec<Address>,
@@ -95,11 +102,29 @@ impl Participant {
             encryption: KeyPair::generate(),
             masking: KeyPair::generate(),
             self_mask: Secret::random(),
+            members: None,
+            config: [0; 32],
             roster: Vec::new(),
+            graph: None,
             held: BTreeMap::new(),
             u2: Vec::new(),
             u3: Vec::new(),
         }
+    }
+
+    /// Admits to the roster only `members`: the providers of the job's agreements. A
+    /// coordinator could otherwise fill a round with identities of its own, whose shares
+    /// of this participant's secrets would unmask its update.
+    pub fn with_members(mut self, members: Arc<BTreeSet<Address>>) -> Self {
+        self.members = Some(members);
+        self
+    }
+
+    /// The hash of this round's configuration as this participant received it (see
+    /// [`KeyAdvert::config`]); every roster member must carry the same.
+    pub fn with_config(mut self, config: [u8; 32]) -> Self {
+        self.config = config;
+        self
     }
 
     /// Moves from `from` to the next step, or refuses: every step runs once, in order.
@@ -125,13 +150,14 @@ impl Participant {
             encryption_key: self.encryption.public,
             masking_key: self.masking.public,
             self_mask_commitment: crypto::commitment(&self.self_mask),
+            config: self.config,
             signature: Vec::new(),
         };
         advert.signature = identity::sign_keys(self.signer.as_ref(), &self.id, &advert)?.to_vec();
         Ok(advert)
     }
 
-    /// Round 1: checks the roster and seals shares for every member (itself included).
+    /// Round 1: checks the roster and seals shares for every neighbour (itself included).
     pub fn share_keys(&mut self, roster: &[KeyAdvert]) -> Result<Vec<SealedShares>> {
         self.advance(Step::Fresh, Step::Shared)?;
         if roster.len() > self.rules.max_participants {
@@ -141,7 +167,21 @@ impl Participant {
                 self.rules.max_participants
             )));
         }
+        if let Some(members) = &self.members
+            && let Some(stranger) = roster.iter().find(|a| !members.contains(&a.from))
+        {
+            return Err(FederatedError::Refused(format!(
+                "the roster names {}, who provides none of the job's agreements",
+                stranger.from
+            )));
+        }
         let roster = verify_roster(roster, &self.id, &self.cache, self.rules.threshold)?;
+        if let Some(other) = roster.iter().find(|a| a.config != self.config) {
+            return Err(FederatedError::Refused(format!(
+                "{} was given another model, codec or rules for this round",
+                other.from
+            )));
+        }
         let me = roster
             .iter()
             .position(|a| a.from == self.address)
@@ -155,11 +195,14 @@ impl Participant {
                 "the roster carries other keys for this participant".into(),
             ));
         }
-        let n = roster.len();
-        let b_shares = crypto::split(&self.self_mask, self.rules.threshold, n)?;
-        let s_shares = crypto::split(&self.masking.secret, self.rules.threshold, n)?;
-        let mut out = Vec::with_capacity(n);
-        for (i, peer) in roster.iter().enumerate() {
+        let addresses: Vec<Address> = roster.iter().map(|a| a.from).collect();
+        let graph = Graph::new(&self.id, &addresses, &self.rules);
+        let hood = graph.hood(me);
+        let b_shares = crypto::split(&self.self_mask, graph.threshold(), hood.len())?;
+        let s_shares = crypto::split(&self.masking.secret, graph.threshold(), hood.len())?;
+        let mut out = Vec::with_capacity(hood.len());
+        for (i, &member) in hood.iter().enumerate() {
+            let peer = &roster[member];
             let key = crypto::kdf(
                 "insitu/secagg/shares",
                 &self.id,
@@ -176,18 +219,30 @@ impl Participant {
             });
         }
         self.roster = roster;
+        self.graph = Some(graph);
         Ok(out)
     }
 
     /// Round 2: opens the shares sent here and masks `encoded` (see [`crate::RingCodec`]).
     pub fn masked_input(&mut self, inbox: &[SealedShares], encoded: &[u32]) -> Result<MaskedInput> {
         self.advance(Step::Shared, Step::Masked)?;
+        let me = self.index(self.address)?;
+        let (hood, hood_threshold) = {
+            let graph = self.graph()?;
+            (graph.hood(me).to_vec(), graph.threshold())
+        };
         let mut held = BTreeMap::new();
         for sealed in inbox {
             if sealed.to != self.address {
                 return Err(FederatedError::Refused(format!(
                     "shares from {} are addressed to {}",
                     sealed.from, sealed.to
+                )));
+            }
+            if hood.binary_search(&self.index(sealed.from)?).is_err() {
+                return Err(FederatedError::Refused(format!(
+                    "shares from {}, who is not a neighbour",
+                    sealed.from
                 )));
             }
             let peer = self.member(sealed.from)?;
@@ -230,11 +285,11 @@ impl Participant {
                 "the coordinator withheld this participant's own shares".into(),
             ));
         }
-        if held.len() < self.rules.threshold {
+        // Fewer would leave this participant's self-mask beyond rebuilding.
+        if held.len() < hood_threshold {
             return Err(FederatedError::Aborted(format!(
-                "{} participants shared keys, fewer than the threshold {}",
+                "{} neighbours shared keys, fewer than the threshold {hood_threshold}",
                 held.len(),
-                self.rules.threshold
             )));
         }
         self.u2 = self
@@ -247,7 +302,6 @@ impl Participant {
 
         let mut vector = encoded.to_vec();
         apply_mask(&mut vector, &self.self_mask.bytes(), Sign::Add);
-        let me = self.index(self.address)?;
         for v in &self.u2 {
             if *v == self.address {
                 continue;
@@ -277,10 +331,22 @@ impl Participant {
             )));
         }
         let u2: BTreeSet<_> = self.u2.iter().collect();
-        if u3.iter().any(|a| !u2.contains(a)) {
-            return Err(FederatedError::Refused(
-                "the survivor set names someone who did not share keys".into(),
-            ));
+        let me = self.index(self.address)?;
+        let graph = self.graph()?;
+        for a in u3 {
+            let i = self.index(*a)?;
+            if graph.position(me, i).is_some() && !u2.contains(a) {
+                return Err(FederatedError::Refused(
+                    "the survivor set names a neighbour who did not share keys".into(),
+                ));
+            }
+        }
+        let near = u3.iter().filter(|a| self.u2.contains(a)).count();
+        if near < graph.threshold() {
+            return Err(FederatedError::Aborted(format!(
+                "{near} neighbours survived, fewer than the threshold {}",
+                graph.threshold()
+            )));
         }
         let distinct: BTreeSet<_> = u3.iter().collect();
         if distinct.len() != u3.len() {
@@ -356,18 +422,21 @@ impl Participant {
         })
     }
 
-    fn member(&self, who: Address) -> Result<&KeyAdvert> {
-        self.roster
-            .iter()
-            .find(|a| a.from == who)
-            .ok_or_else(|| FederatedError::Refused(format!("{who} is not on the roster")))
+    fn graph(&self) -> Result<&Graph> {
+        self.graph
+            .as_ref()
+            .ok_or_else(|| FederatedError::Phase("no roster has been shared yet".into()))
     }
 
+    fn member(&self, who: Address) -> Result<&KeyAdvert> {
+        Ok(&self.roster[self.index(who)?])
+    }
+
+    /// `who`'s place in the roster, which [`verify_roster`] sorted by address.
     fn index(&self, who: Address) -> Result<usize> {
         self.roster
-            .iter()
-            .position(|a| a.from == who)
-            .ok_or_else(|| FederatedError::Refused(format!("{who} is not on the roster")))
+            .binary_search_by_key(&who, |a| a.from)
+            .map_err(|_| FederatedError::Refused(format!("{who} is not on the roster")))
     }
 }
 

@@ -4,8 +4,8 @@
 //! The aggregator keeps no individual vector: each masked input is added into the sum
 //! and dropped as it arrives, so its memory is one model whatever the number of
 //! participants. At the end it subtracts the masks the coordinator reconstructed: the
-//! self-masks of the survivors and the pairwise masks between survivors and those who
-//! dropped. What is left is the exact sum of the survivors' encoded updates.
+//! self-masks of the survivors and the pairwise masks between survivors and their
+//! neighbours who dropped (everyone is a neighbour unless the rules carry a graph). What is left is the exact sum of the survivors' encoded updates.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +13,7 @@ use alloy::primitives::Address;
 
 use crate::crypto::{self, Secret};
 use crate::error::{FederatedError, Result};
+use crate::graph::Graph;
 use crate::identity::{self, RecoveryCache, RoundId};
 use crate::messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
 use crate::participant::verify_roster;
@@ -97,6 +98,7 @@ pub struct Coordinator {
     cache: RecoveryCache,
     phase: Phase,
     roster: Vec<KeyAdvert>,
+    graph: Option<Graph>,
     u2: Vec<Address>,
     u3: Vec<Address>,
     signatures: Vec<SurvivorSignature>,
@@ -120,6 +122,7 @@ impl Coordinator {
             cache,
             phase: Phase::Advertise,
             roster: Vec::new(),
+            graph: None,
             u2: Vec::new(),
             u3: Vec::new(),
             signatures: Vec::new(),
@@ -139,6 +142,21 @@ impl Coordinator {
             )));
         }
         Ok(())
+    }
+
+    /// Roster index of each member.
+    fn index(&self) -> BTreeMap<Address, usize> {
+        self.roster
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.from, i))
+            .collect()
+    }
+
+    fn graph(&self) -> Result<&Graph> {
+        self.graph
+            .as_ref()
+            .ok_or_else(|| FederatedError::Phase("no roster yet".into()))
     }
 
     fn enough(&mut self, n: usize, what: &str) -> Result<()> {
@@ -185,6 +203,8 @@ impl Coordinator {
         }
         self.enough(admitted.len(), "advertised valid keys")?;
         self.roster = verify_roster(&admitted, &self.id, &self.cache, self.rules.threshold)?;
+        let addresses: Vec<Address> = self.roster.iter().map(|a| a.from).collect();
+        self.graph = Some(Graph::new(&self.id, &addresses, &self.rules));
         self.phase = Phase::ShareKeys;
         Ok(self.roster.clone())
     }
@@ -195,18 +215,20 @@ impl Coordinator {
         sealed: Vec<SealedShares>,
     ) -> Result<BTreeMap<Address, Vec<SealedShares>>> {
         self.expect(Phase::ShareKeys)?;
-        let members: BTreeSet<_> = self.roster.iter().map(|a| a.from).collect();
+        let index = self.index();
+        let graph = self.graph()?;
         let mut by_sender: BTreeMap<Address, Vec<SealedShares>> = BTreeMap::new();
         for s in sealed {
-            if members.contains(&s.from) && members.contains(&s.to) {
+            if index.contains_key(&s.from) && index.contains_key(&s.to) {
                 by_sender.entry(s.from).or_default().push(s);
             }
         }
-        // A sender counts only with shares for every member: partial sharing could let
-        // the coordinator pick who can unmask whom.
-        by_sender.retain(|_, v| {
-            let to: BTreeSet<_> = v.iter().map(|s| s.to).collect();
-            to == members && v.len() == members.len()
+        // A sender counts only with shares for every neighbour: partial sharing could
+        // let the coordinator pick who can unmask whom.
+        by_sender.retain(|from, v| {
+            let to: BTreeSet<usize> = v.iter().map(|s| index[&s.to]).collect();
+            let hood = graph.hood(index[from]);
+            v.len() == hood.len() && to.iter().copied().eq(hood.iter().copied())
         });
         self.enough(by_sender.len(), "shared keys")?;
         self.u2 = by_sender.keys().copied().collect();
@@ -214,7 +236,8 @@ impl Coordinator {
         for s in by_sender.into_values().flatten() {
             inboxes.entry(s.to).or_default().push(s);
         }
-        inboxes.retain(|to, _| self.u2.contains(to));
+        // U2 is in address order (the keys of a BTreeMap).
+        inboxes.retain(|to, _| self.u2.binary_search(to).is_ok());
         self.phase = Phase::MaskedInput;
         Ok(inboxes)
     }
@@ -223,7 +246,7 @@ impl Coordinator {
     pub fn collect_masked(&mut self, inputs: Vec<MaskedInput>) -> Result<Vec<Address>> {
         self.expect(Phase::MaskedInput)?;
         for input in inputs {
-            if !self.u2.contains(&input.from) {
+            if self.u2.binary_search(&input.from).is_err() {
                 tracing::warn!(participant = %input.from, "a masked input from outside U2");
                 continue;
             }
@@ -254,7 +277,9 @@ impl Coordinator {
                 continue;
             };
             match self.cache.recover(digest, &sig) {
-                Ok(who) if who == s.from && self.u3.contains(&who) && seen.insert(who) => {
+                Ok(who)
+                    if who == s.from && self.u3.binary_search(&who).is_ok() && seen.insert(who) =>
+                {
                     valid.push(s)
                 }
                 _ => tracing::warn!(participant = %s.from, "survivor signature refused"),
@@ -271,14 +296,10 @@ impl Coordinator {
     pub fn finish(mut self, reveals: Vec<UnmaskShares>) -> Result<(Vec<Address>, Vec<u32>)> {
         self.expect(Phase::Unmask)?;
         let signed: BTreeSet<_> = self.signatures.iter().map(|s| s.from).collect();
-        let index: BTreeMap<Address, usize> = self
-            .roster
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.from, i))
-            .collect();
+        let index = self.index();
+        let graph = self.graph()?.clone();
         let u3: BTreeSet<_> = self.u3.iter().copied().collect();
-        let dropped: Vec<Address> = self
+        let dropped: BTreeSet<Address> = self
             .u2
             .iter()
             .filter(|a| !u3.contains(*a))
@@ -291,20 +312,29 @@ impl Coordinator {
             if !signed.contains(&r.from) || !responders.insert(r.from) {
                 continue;
             }
-            let Some(&i) = index.get(&r.from) else {
+            let Some(&holder) = index.get(&r.from) else {
                 continue;
             };
+            // A share's identifier is its holder's place in the owner's neighbourhood;
+            // a share from outside it is ignored.
+            let place = |owner: &Address| index.get(owner).and_then(|&o| graph.position(o, holder));
             // One share per (owner, holder): a repeated one would be a duplicate
             // identifier, which must not be able to abort the round.
             let mut seen = BTreeSet::new();
             for (v, share) in r.self_mask_shares {
-                if u3.contains(&v) && seen.insert(v) {
-                    self_mask.entry(v).or_default().push((i, share));
+                if let Some(p) = place(&v)
+                    && u3.contains(&v)
+                    && seen.insert(v)
+                {
+                    self_mask.entry(v).or_default().push((p, share));
                 }
             }
             for (v, share) in r.masking_key_shares {
-                if dropped.contains(&v) && seen.insert(v) {
-                    masking.entry(v).or_default().push((i, share));
+                if let Some(p) = place(&v)
+                    && dropped.contains(&v)
+                    && seen.insert(v)
+                {
+                    masking.entry(v).or_default().push((p, share));
                 }
             }
         }
@@ -315,7 +345,7 @@ impl Coordinator {
         for u in &self.u3 {
             let shares = self_mask.remove(u).unwrap_or_default();
             let commitment = self.roster[index[u]].self_mask_commitment;
-            let b = crypto::combine_checked(&shares, self.rules.threshold, |b| {
+            let b = crypto::combine_checked(&shares, graph.threshold(), |b| {
                 crypto::commitment(b) == commitment
             })
             .map_err(|e| {
@@ -326,18 +356,21 @@ impl Coordinator {
         for v in &dropped {
             let shares = masking.remove(v).unwrap_or_default();
             let public = self.roster[index[v]].masking_key;
-            let s_v: Secret = crypto::combine_checked(&shares, self.rules.threshold, |s| {
+            let s_v: Secret = crypto::combine_checked(&shares, graph.threshold(), |s| {
                 crypto::public_of(s) == public
             })
             .map_err(|e| {
                 FederatedError::Aborted(format!("the masking key of {v} cannot be rebuilt: {e}"))
             })?;
             let v_index = index[v];
-            for u in &self.u3 {
-                let u_key = &self.roster[index[u]].masking_key;
+            for &u_index in graph.hood(v_index) {
+                if !u3.contains(&self.roster[u_index].from) {
+                    continue;
+                }
+                let u_key = &self.roster[u_index].masking_key;
                 let seed = crypto::pair_seed(&self.id, &s_v, u_key)?;
                 // u added +PRG when it came first in the roster, −PRG otherwise.
-                let added_as = if index[u] < v_index {
+                let added_as = if u_index < v_index {
                     Sign::Add
                 } else {
                     Sign::Subtract

@@ -74,12 +74,16 @@ impl Simulation {
         let len = inputs.first().map_or(0, Vec::len);
         let cache = RecoveryCache::default();
         let signers: Vec<PrivateKeySigner> = (0..n).map(|_| PrivateKeySigner::random()).collect();
-        let mut by_address: BTreeMap<Address, usize> = BTreeMap::new();
-        let mut people: Vec<Participant> = signers
+        let by_address: BTreeMap<Address, usize> = signers
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                by_address.insert(s.address(), i);
+            .map(|(i, s)| (s.address(), i))
+            .collect();
+        let allowed: BTreeSet<Address> = by_address.keys().copied().collect();
+        let members = Arc::new(allowed.clone());
+        let mut people: Vec<Participant> = signers
+            .iter()
+            .map(|s| {
                 Participant::new(
                     Arc::new(s.clone()),
                     s.address(),
@@ -87,9 +91,9 @@ impl Simulation {
                     self.rules,
                     cache.clone(),
                 )
+                .with_members(members.clone())
             })
             .collect();
-        let allowed: BTreeSet<Address> = by_address.keys().copied().collect();
         let mut coordinator =
             Coordinator::new(self.round.clone(), self.rules, allowed, len, cache)?;
 

@@ -232,6 +232,61 @@ mod refusals {
         assert_eq!(roster.len(), 2);
     }
 
+    /// A coordinator that adds identities of its own to a round would hold shares of
+    /// everyone's secrets; a participant admits only the providers of the job.
+    #[test]
+    fn a_roster_naming_someone_outside_the_job_is_refused() {
+        let id = round(9);
+        let cache = RecoveryCache::default();
+        let honest = people(3, &id, &cache);
+        let sybil = people(1, &id, &cache).remove(0);
+        let members = Arc::new(honest.iter().map(|p| p.address()).collect::<BTreeSet<_>>());
+        let mut honest: Vec<Participant> = honest
+            .into_iter()
+            .map(|p| p.with_members(members.clone()))
+            .collect();
+        let adverts: Vec<_> = honest
+            .iter()
+            .map(|p| p.advertise().expect("advert"))
+            .collect();
+        let mut forged = adverts[..2].to_vec();
+        forged.push(sybil.advertise().expect("advert"));
+        let err = honest[0]
+            .share_keys(&forged)
+            .expect_err("a stranger is refused");
+        assert!(matches!(err, FederatedError::Refused(_)), "{err}");
+        assert!(
+            err.to_string().contains("none of the job's agreements"),
+            "{err}"
+        );
+        honest[1].share_keys(&adverts).expect("a roster of members");
+    }
+
+    /// A coordinator that tells participants different things about the round (a codec
+    /// that flattens the others' updates, say) is caught: every advert carries the hash
+    /// of what its sender was told, and a roster must agree on it.
+    #[test]
+    fn a_roster_told_another_round_configuration_is_refused() {
+        let id = round(10);
+        let cache = RecoveryCache::default();
+        let mut ps: Vec<Participant> = people(3, &id, &cache)
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| p.with_config([u8::from(i == 2); 32]))
+            .collect();
+        let adverts: Vec<_> = ps.iter().map(|p| p.advertise().expect("advert")).collect();
+        let err = ps[0].share_keys(&adverts).expect_err("told otherwise");
+        assert!(
+            err.to_string().contains("another model, codec or rules"),
+            "{err}"
+        );
+        // The config is signed: rewriting it in transit breaks the signature.
+        let mut forged = adverts.clone();
+        forged[2].config = [0; 32];
+        let err = ps[1].share_keys(&forged).expect_err("forged");
+        assert!(err.to_string().contains("signed by"), "{err}");
+    }
+
     #[test]
     fn a_survivor_set_that_leaves_out_a_sender_or_is_too_small_is_not_signed() {
         let id = round(4);
@@ -310,5 +365,195 @@ mod malicious_coordinator {
             RoundRules::new(200, 300).is_err(),
             "more than 255 participants"
         );
+    }
+}
+
+mod sparse {
+    use std::collections::BTreeSet;
+
+    use alloy::primitives::{Address, B256};
+
+    use super::{PHASES, inputs, plain_sum};
+    use crate::graph::Graph;
+    use crate::identity::RoundId;
+    use crate::sim::{DropAt, Simulation};
+    use crate::{FederatedError, RoundRules};
+
+    /// On a SecAgg+ graph the sum is still bit-exact, with dropouts in every phase up to
+    /// what one neighbourhood tolerates (`degree + 1 - threshold`, wherever they fall),
+    /// and for more participants than a Shamir share has identifiers.
+    #[test]
+    fn the_sum_on_a_neighbourhood_graph_is_exact_with_dropouts_in_every_phase() {
+        for (n, degree, len) in [(40usize, 8usize, 65usize), (300, 20, 17)] {
+            let rules = RoundRules::sparse(n, degree).expect("rules");
+            let hood = rules.neighbours.expect("a graph");
+            let tolerated = degree + 1 - hood.threshold;
+            let xs = inputs(n, len);
+            let mut sim = Simulation::new(rules, B256::repeat_byte(11));
+            for i in 0..tolerated {
+                sim = sim.drop_at(i * 7 % n, PHASES[i % PHASES.len()]);
+            }
+            let out = sim
+                .run(&xs)
+                .unwrap_or_else(|e| panic!("n={n} degree={degree}: {e}"));
+            let want: Vec<usize> = (0..n)
+                .filter(|i| sim.drops.get(i).is_none_or(|d| *d > DropAt::MaskedInput))
+                .collect();
+            assert_eq!(out.survivors, want);
+            assert_eq!(out.sum, plain_sum(&xs, &want), "n={n}: not the plain sum");
+        }
+    }
+
+    #[test]
+    fn graph_rules_are_checked() {
+        assert!(RoundRules::sparse(1000, 20).is_ok());
+        assert!(RoundRules::sparse(1000, 7).is_err(), "odd degree");
+        assert!(RoundRules::sparse(1000, 2).is_err(), "too small");
+        assert!(
+            RoundRules::sparse(1000, 300).is_err(),
+            "more than 255 in a hood"
+        );
+        assert!(
+            RoundRules::sparse(20_000, 20).is_err(),
+            "too many participants"
+        );
+        // A neighbourhood threshold at degree/2 + 1 would let a cut-off run unmask.
+        assert!(RoundRules::with_graph(51, 100, 10, 6).is_err());
+        assert!(RoundRules::with_graph(51, 100, 10, 7).is_ok());
+        assert!(
+            RoundRules::with_graph(50, 100, 10, 7).is_err(),
+            "global majority"
+        );
+        let json = serde_json::json!({
+            "threshold": 51, "max_participants": 100,
+            "neighbours": {"degree": 10, "threshold": 6}
+        });
+        assert!(serde_json::from_value::<RoundRules>(json).is_err());
+    }
+
+    /// The argument of `graph.rs`, checked exhaustively on small rings and at random on
+    /// larger ones: whenever every survivor's self-mask can be rebuilt from surviving
+    /// holders, the survivors are one connected group, so no sum smaller than all of
+    /// theirs can be unmasked.
+    #[test]
+    fn whenever_every_survivor_can_be_unmasked_the_survivors_are_connected() {
+        let id = RoundId {
+            job: B256::repeat_byte(2),
+            round: 1,
+            domain: insitu_ledger::eip712::insitu_domain(31337, Address::ZERO),
+        };
+        // Whether `alive` could be unmasked while cut into separate groups.
+        let split = |g: &Graph, alive: &BTreeSet<usize>| -> bool {
+            let rebuildable = alive
+                .iter()
+                .all(|&u| g.hood(u).iter().filter(|h| alive.contains(h)).count() >= g.threshold());
+            if !rebuildable || alive.is_empty() {
+                return false;
+            }
+            // Connected components of the survivors.
+            let start = *alive.iter().next().expect("one");
+            let mut seen = BTreeSet::from([start]);
+            let mut todo = vec![start];
+            while let Some(u) = todo.pop() {
+                for &v in g.hood(u) {
+                    if alive.contains(&v) && seen.insert(v) {
+                        todo.push(v);
+                    }
+                }
+            }
+            &seen != alive
+        };
+        // Every subset of a 14-member ring with degree 4 (threshold 4).
+        let n = 14;
+        let roster: Vec<Address> = (0..n)
+            .map(|i| Address::with_last_byte(i as u8 + 1))
+            .collect();
+        let g = Graph::new(
+            &id,
+            &roster,
+            &RoundRules::with_graph(8, n, 4, 4).expect("rules"),
+        );
+        let subsets =
+            || (0u32..(1 << n)).map(move |mask| (0..n).filter(|i| mask & (1 << i) != 0).collect());
+        assert!(subsets().all(|alive: BTreeSet<usize>| !split(&g, &alive)));
+        // The bound is tight: one less, which the rules refuse, lets a group be cut off.
+        let loose = RoundRules {
+            neighbours: Some(crate::Neighbours {
+                degree: 4,
+                threshold: 3,
+            }),
+            ..RoundRules::with_graph(8, n, 4, 4).expect("rules")
+        };
+        let g3 = Graph::new(&id, &roster, &loose);
+        assert!(subsets().any(|alive: BTreeSet<usize>| split(&g3, &alive)));
+        // Random survivor sets, with runs of dropouts, on a 120-member ring of degree 10.
+        let n = 120;
+        let roster: Vec<Address> = (0..n)
+            .map(|i| Address::with_last_byte(i as u8 + 1))
+            .collect();
+        let g = Graph::new(&id, &roster, &RoundRules::sparse(n, 10).expect("rules"));
+        for trial in 0..2000u64 {
+            let alive: BTreeSet<usize> = (0..n)
+                .filter(|&i| {
+                    let h =
+                        (i as u64 / (1 + trial % 7)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ trial;
+                    h.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 61 != 0
+                })
+                .collect();
+            assert!(
+                !split(&g, &alive),
+                "trial {trial}: a cut-off group could be unmasked"
+            );
+        }
+    }
+
+    /// A coordinator routing shares from outside a participant's neighbourhood (to make
+    /// it mask with someone the graph does not join it to) is refused.
+    #[test]
+    fn shares_from_a_non_neighbour_are_refused() {
+        use std::sync::Arc;
+
+        use alloy::signers::local::PrivateKeySigner;
+
+        use crate::{Participant, RecoveryCache};
+
+        let id = super::refusals::round(8);
+        let cache = RecoveryCache::default();
+        let n = 12;
+        let rules = RoundRules::sparse(n, 4).expect("rules");
+        let mut ps: Vec<Participant> = (0..n)
+            .map(|_| {
+                let s = PrivateKeySigner::random();
+                Participant::new(
+                    Arc::new(s.clone()),
+                    s.address(),
+                    id.clone(),
+                    rules,
+                    cache.clone(),
+                )
+            })
+            .collect();
+        let adverts: Vec<_> = ps.iter().map(|p| p.advertise().expect("advert")).collect();
+        let mut sealed = Vec::new();
+        for p in ps.iter_mut() {
+            sealed.extend(p.share_keys(&adverts).expect("share"));
+        }
+        // Each sends its 5 neighbours (itself included) shares, not all 12.
+        assert_eq!(sealed.len(), n * 5);
+        let me = ps[0].address();
+        let mut inbox: Vec<_> = sealed.iter().filter(|s| s.to == me).cloned().collect();
+        assert_eq!(inbox.len(), 5);
+        let senders: BTreeSet<Address> = inbox.iter().map(|s| s.from).collect();
+        let stranger = ps
+            .iter()
+            .map(|p| p.address())
+            .find(|a| !senders.contains(a))
+            .expect("a non-neighbour");
+        let mut forged = inbox[0].clone();
+        forged.from = stranger;
+        inbox.push(forged);
+        let err = ps[0].masked_input(&inbox, &[1, 2, 3]).expect_err("refused");
+        assert!(matches!(err, FederatedError::Refused(_)), "{err}");
+        assert!(err.to_string().contains("not a neighbour"), "{err}");
     }
 }

@@ -65,6 +65,8 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     ) -> Result<TxOutcome>;
     /// Reads a training job; `None` if it was never opened.
     async fn training_job(&self, job: alloy::primitives::B256) -> Result<Option<TrainingJob>>;
+    /// The agreements training job `job` was opened over (none if it was never opened).
+    async fn training_agreements(&self, job: alloy::primitives::B256) -> Result<Vec<AgreementId>>;
     /// The training job an agreement was committed to, if any.
     async fn training_job_of(
         &self,

@@ -554,6 +554,16 @@ impl Ledger for RpcLedger {
         ))
     }
 
+    async fn training_agreements(&self, job: B256) -> Result<Vec<AgreementId>> {
+        let manager = self.manager();
+        let ids = self
+            .read("reading the training job's agreements", || async {
+                manager.trainingAgreements(job).call().await
+            })
+            .await?;
+        Ok(ids.into_iter().map(AgreementId).collect())
+    }
+
     async fn training_job_of(&self, agreement: AgreementId) -> Result<Option<B256>> {
         let manager = self.manager();
         let job = self

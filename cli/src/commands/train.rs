@@ -299,6 +299,9 @@ async fn start(a: TrainStartArgs) -> Result<()> {
     if let Some(t) = a.threshold {
         builder = builder.with_threshold(t);
     }
+    if let Some(d) = a.neighbours {
+        builder = builder.with_neighbours(d);
+    }
     if let (Some(c), Some(z)) = (a.dp_clip, a.dp_noise) {
         builder = builder.with_dp(c, z);
     }

@@ -34,7 +34,7 @@ use crate::identity::{RecoveryCache, RoundId};
 use crate::messages::{KeyAdvert, MaskedInput, SealedShares, SurvivorSignature, UnmaskShares};
 use crate::model::Model;
 use crate::ring::RingCodec;
-use crate::rules::RoundRules;
+use crate::rules::{Neighbours, RoundRules};
 use crate::server::Coordinator;
 use crate::strategy::{ServerOptimizer, Strategy, combine_plain};
 use crate::wire::{self, FromProvider, ToProvider};
@@ -73,6 +73,7 @@ pub struct TrainingJobBuilder {
     strategy: Strategy,
     secure: bool,
     threshold: Option<usize>,
+    neighbours: Option<usize>,
     clip: f32,
     max_total_samples: u32,
     train_timeout: Duration,
@@ -125,6 +126,14 @@ impl TrainingJobBuilder {
     /// of the job's providers.
     pub fn with_threshold(mut self, t: usize) -> Self {
         self.threshold = Some(t);
+        self
+    }
+
+    /// Masks on a SecAgg+ graph of `degree` neighbours per provider instead of between
+    /// every pair: each provider's work then grows with `degree`, not with the number
+    /// of providers. Each neighbourhood's secrets need more than two thirds of it.
+    pub fn with_neighbours(mut self, degree: usize) -> Self {
+        self.neighbours = Some(degree);
         self
     }
 
@@ -182,9 +191,10 @@ impl TrainingJobBuilder {
         self.strategy.check(self.secure)?;
         let n = self.sites.len();
         let rules = if self.secure {
-            Some(match self.threshold {
-                Some(t) => RoundRules::new(t, n)?,
-                None => RoundRules::majority(n)?,
+            let t = self.threshold.unwrap_or(n / 2 + 1);
+            Some(match self.neighbours {
+                None => RoundRules::new(t, n)?,
+                Some(d) => RoundRules::with_graph(t, n, d, Neighbours::default_threshold(d))?,
             })
         } else {
             None
@@ -307,6 +317,7 @@ impl TrainingJob {
             strategy: Strategy::FedAvg,
             secure: true,
             threshold: None,
+            neighbours: None,
             clip: 4.0,
             max_total_samples: 1 << 16,
             train_timeout: Duration::from_secs(600),

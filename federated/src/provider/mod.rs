@@ -9,7 +9,9 @@
 //! compute allow-list. Local training runs through the provider's own compute bridge
 //! (the same sandbox and limits as compute jobs), and only a masked update leaves.
 
+mod joined;
 mod local;
+mod members;
 mod session;
 
 pub use local::{METRICS_FILE as METRICS_FILE_NAME, MODEL_FILE as MODEL_FILE_NAME};
@@ -39,6 +41,7 @@ pub(crate) struct Shared {
     pub(crate) work_dir: PathBuf,
     pub(crate) allow_plain_updates: bool,
     pub(crate) max_rounds: u32,
+    pub(crate) joined: joined::JoinedJobs,
 }
 
 /// The training service of one provider, mounted on its Flight service with
@@ -93,8 +96,10 @@ impl TrainExchangeBuilder {
         std::fs::create_dir_all(&self.work_dir).map_err(|e| {
             FederatedError::Internal(format!("creating the training work directory: {e}"))
         })?;
+        let joined = joined::JoinedJobs::open(&self.work_dir)?;
         Ok(TrainExchange {
             shared: Arc::new(Shared {
+                joined,
                 compute: self.compute,
                 engine: self.engine,
                 signer: self.signer,

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use alloy::primitives::B256;
+use alloy::primitives::{Address, B256};
 use arrow_flight::FlightData;
 use futures::StreamExt;
 use insitu_compute::SignedApproval;
@@ -17,7 +17,7 @@ use sha2::Digest;
 use tokio::sync::mpsc::Sender;
 use tonic::Status;
 
-use super::{Shared, local, status};
+use super::{Shared, local, members, status};
 use crate::dp::DpSettings;
 use crate::error::{FederatedError, Result};
 use crate::identity::{RecoveryCache, RoundId};
@@ -42,6 +42,10 @@ struct Session {
     rows: u64,
     last_round: u32,
     seen_models: BTreeSet<[u8; 32]>,
+    /// The providers of the job's agreements: the only identities a roster may name.
+    members: Arc<BTreeSet<Address>>,
+    /// The distinct assets under the job's agreements.
+    assets: usize,
     round: Option<Round>,
 }
 
@@ -148,7 +152,7 @@ async fn run(
         .await
         .map_err(|e| {
             // The detail may name the asset's storage; it stays in this provider's log.
-            tracing::warn!(%did, error = %e, "staging a training shard failed");
+            tracing::warn!(%did, kind = compute_kind(&e), "staging a training shard failed");
             FederatedError::Unavailable("this provider could not stage the asset".into())
         })?;
     session.rows = manifest.inputs.iter().map(|i| i.rows).sum();
@@ -267,8 +271,16 @@ async fn join(
             req.agreement, req.job
         )));
     }
+    let (members, assets) = members::job_members(ledger.as_ref(), req.job).await?;
     if let Some(dp) = &req.dp {
         dp.check()?;
+        // Noise split over more providers than the job has would leave each too little.
+        if dp.participants as usize > assets {
+            return Err(FederatedError::Refused(format!(
+                "DP noise split over {} providers in a job over {assets} assets",
+                dp.participants
+            )));
+        }
         if !req.secure {
             return Err(FederatedError::Invalid(
                 "DP-FedAvg's noise is split over the providers and needs secure aggregation".into(),
@@ -310,6 +322,8 @@ async fn join(
             "at most 64 arguments of 1024 bytes each".into(),
         ));
     }
+    // Last: a job is joined once, so only a join that passed every check uses it up.
+    shared.joined.claim(req.job)?;
     Ok(Session {
         job: req.job,
         module: req.module.into(),
@@ -321,6 +335,8 @@ async fn join(
         rows: 0,
         last_round: 0,
         seen_models: BTreeSet::new(),
+        members: Arc::new(members),
+        assets,
         round: None,
     })
 }
@@ -336,23 +352,29 @@ async fn start_round(
     body: &[u8],
     tx: &Outbox,
 ) -> Result<()> {
-    if round <= session.last_round || round > session.max_rounds {
+    if round != session.last_round + 1 || round > session.max_rounds {
         return Err(FederatedError::Refused(format!(
             "round {round} after round {} of at most {}: rounds run once, in order",
             session.last_round, session.max_rounds
         )));
     }
+    let global = Model::from_ipc(body)?;
+    if !global.is_finite() {
+        return Err(FederatedError::Invalid(
+            "the global model holds a value that is not a finite number".into(),
+        ));
+    }
     // The same global model twice, with different participants, would let the
-    // coordinator subtract two sums and isolate one update.
-    let hash: [u8; 32] = sha2::Sha256::digest(body).into();
-    if !session.seen_models.insert(hash) {
+    // coordinator subtract two sums and isolate one update. The digest is of the
+    // values, so a re-encoding of the same model is the same model.
+    let model_digest = global.digest();
+    if !session.seen_models.insert(model_digest) {
         return Err(FederatedError::Refused(
             "the coordinator sent a global model it already trained on".into(),
         ));
     }
     session.last_round = round;
     session.round = None;
-    let global = Model::from_ipc(body)?;
     let round_dir = session.dir.join(format!("round-{round}"));
     let _round_files = DirGuard(round_dir.clone());
     let shard = session.dir.join("shard");
@@ -368,7 +390,13 @@ async fn start_round(
         },
         &global,
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        // The detail is the module's own output, which may carry the data it read; the
+        // coordinator learns only that training failed here.
+        tracing::warn!(round, error = %e, "local training failed");
+        FederatedError::Aborted("local training failed on this provider".into())
+    })?;
     let mut delta: Vec<f32> = trained
         .model
         .flatten()
@@ -390,6 +418,15 @@ async fn start_round(
     let rules = rules.ok_or_else(|| {
         FederatedError::Invalid("a secure aggregation round needs its rules".into())
     })?;
+    // The threshold must be a majority of everyone the job could put in a round, not of
+    // a smaller number the coordinator picked.
+    if rules.max_participants < session.assets {
+        return Err(FederatedError::Refused(format!(
+            "rules for {} participants in a job over {} assets",
+            rules.max_participants, session.assets
+        )));
+    }
+    let config = round_config(&model_digest, &rules, &codec, session.dp.as_ref())?;
     let encoded = match &session.dp {
         // Under DP every provider weighs 1, its update clipped to the norm the noise
         // is calibrated for, and its share of the noise added before masking.
@@ -416,7 +453,9 @@ async fn start_round(
         id,
         rules,
         RecoveryCache::default(),
-    );
+    )
+    .with_members(session.members.clone())
+    .with_config(config);
     let advert = participant.advertise()?;
     session.round = Some(Round {
         participant,
@@ -431,4 +470,34 @@ async fn start_round(
         Vec::new(),
     )
     .await
+}
+
+/// What a compute error was, without its detail (which may name the asset's storage).
+fn compute_kind(e: &insitu_compute::ComputeError) -> &'static str {
+    use insitu_compute::ComputeError as E;
+    match e {
+        E::Invalid(_) => "invalid",
+        E::Denied(_) => "denied",
+        E::NotFound(_) => "not found",
+        E::Conflict(_) => "conflict",
+        E::Unavailable(_) => "unavailable",
+        E::Internal(_) => "internal",
+    }
+}
+
+/// The hash of one round's configuration as this provider received it, which its key
+/// advert carries: the global model, the rules, the codec and the DP settings.
+fn round_config(
+    model: &[u8; 32],
+    rules: &RoundRules,
+    codec: &RingCodec,
+    dp: Option<&DpSettings>,
+) -> Result<[u8; 32]> {
+    let settings = serde_json::to_vec(&(rules, codec, dp))
+        .map_err(|e| FederatedError::Internal(format!("encoding the round's settings: {e}")))?;
+    let mut h = sha2::Sha256::new();
+    h.update(b"insitu/secagg/round-config");
+    h.update(model);
+    h.update(settings);
+    Ok(h.finalize().into())
 }

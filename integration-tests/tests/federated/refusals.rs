@@ -234,15 +234,103 @@ async fn providers_send_plain_updates_only_when_they_allow_it() {
     );
 }
 
-/// A coordinator that replays a global model (to subtract two sums over different
-/// participants) or repeats a round is refused by the provider itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_provider_trains_once_per_round_and_never_twice_on_one_model() {
-    use arrow_flight::flight_service_client::FlightServiceClient;
-    use futures::StreamExt;
+/// The coordinator's side of one training exchange with a provider, driven by hand.
+struct Exchange {
+    tx: tokio::sync::mpsc::Sender<arrow_flight::FlightData>,
+    answers: tonic::Streaming<arrow_flight::FlightData>,
+}
+
+impl Exchange {
+    /// Dials `site` with a token signed by the job's coordinator `key` and joins `job`
+    /// under `agreement`.
+    async fn join(
+        ledger: &dyn Ledger,
+        site: &super::federation::Site,
+        key: &PrivateKeySigner,
+        job: B256,
+        agreement: AgreementId,
+        module: Vec<u8>,
+    ) -> Exchange {
+        use arrow_flight::flight_service_client::FlightServiceClient;
+        use insitu_federated::wire::{self, ToProvider};
+
+        let token = insitu_policy::sign_access_token(
+            key,
+            &insitu_policy::AccessClaims {
+                provider: site.address,
+                chain_id: ledger.chain_id(),
+                verifying_contract: ledger.contracts().agreements,
+                issued_at: insitu_integration_tests::provider::now(),
+                lifetime: Duration::from_secs(600),
+                scope: insitu_federated::TRAIN_SCOPE.into(),
+            },
+        )
+        .expect("token");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let join = ToProvider::Join {
+            job,
+            did: site.did.parse().expect("did"),
+            agreement,
+            args: args(),
+            approval: None,
+            max_rounds: 10,
+            secure_aggregation: true,
+            dp: None,
+        };
+        tx.send(wire::frame(&join, module).expect("frame"))
+            .await
+            .expect("send");
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let channel = insitu_flight::client::connect_channel(&site.endpoint, None)
+            .await
+            .expect("connect");
+        let answers = FlightServiceClient::new(channel)
+            .do_exchange(request)
+            .await
+            .expect("exchange")
+            .into_inner();
+        Exchange { tx, answers }
+    }
+
+    async fn send(&self, message: &insitu_federated::wire::ToProvider, body: Vec<u8>) {
+        self.tx
+            .send(insitu_federated::wire::frame(message, body).expect("frame"))
+            .await
+            .expect("send");
+    }
+
+    async fn next(&mut self) -> Result<insitu_federated::wire::FromProvider, tonic::Status> {
+        use futures::StreamExt;
+        let data = self.answers.next().await.expect("an answer")?;
+        Ok(insitu_federated::wire::unframe(data).expect("a message").0)
+    }
+}
+
+/// A zero model with the example module's tensors for `features` columns.
+fn zero_model(features: usize) -> Vec<u8> {
     use insitu_federated::model::{Model, Tensor};
-    use insitu_federated::wire::{self, FromProvider, ToProvider};
-    use insitu_federated::{RingCodec, RoundRules};
+    Model::new(vec![
+        Tensor::new("weights", vec![2, features], vec![0.0; 2 * features]).expect("t"),
+        Tensor::new("bias", vec![2], vec![0.0; 2]).expect("t"),
+        Tensor::new("mean", vec![features], vec![0.0; features]).expect("t"),
+        Tensor::new("scale", vec![features], vec![0.0; features]).expect("t"),
+    ])
+    .expect("model")
+    .to_ipc()
+    .expect("ipc")
+}
+
+/// A coordinator that replays a global model (to subtract two sums over different
+/// participants), or fills a round with identities of its own (whose shares would
+/// unmask a provider's update), is refused by the provider itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_refuses_a_replayed_model_and_a_roster_of_strangers() {
+    use insitu_federated::wire::{FromProvider, ToProvider};
+    use insitu_federated::{Participant, RecoveryCache, RingCodec, RoundId, RoundRules};
 
     let (world, fed, module) = setup().await;
     let ledger = world.ledger(CONSUMER).await.expect("ledger");
@@ -253,82 +341,69 @@ async fn a_provider_trains_once_per_round_and_never_twice_on_one_model() {
         .open_training(job, key.address(), "dial-out".into(), agreements.clone())
         .await
         .expect("open the job");
-    let site = &fed.sites[0];
-    let token = insitu_policy::sign_access_token(
-        &key,
-        &insitu_policy::AccessClaims {
-            provider: site.address,
-            chain_id: ledger.chain_id(),
-            verifying_contract: ledger.contracts().agreements,
-            issued_at: insitu_integration_tests::provider::now(),
-            lifetime: Duration::from_secs(600),
-            scope: insitu_federated::TRAIN_SCOPE.into(),
-        },
-    )
-    .expect("token");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let join = ToProvider::Join {
-        job,
-        did: site.did.parse().expect("did"),
-        agreement: agreements[0],
-        args: args(),
-        approval: None,
-        max_rounds: 10,
-        secure_aggregation: true,
-        dp: None,
-    };
-    tx.send(wire::frame(&join, module).expect("frame"))
-        .await
-        .expect("send");
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    let channel = insitu_flight::client::connect_channel(&site.endpoint, None)
-        .await
-        .expect("connect");
-    let mut answers = FlightServiceClient::new(channel)
-        .do_exchange(request)
-        .await
-        .expect("exchange")
-        .into_inner();
-    let mut next = async || -> Result<FromProvider, tonic::Status> {
-        let data = answers.next().await.expect("an answer")?;
-        Ok(wire::unframe::<FromProvider>(data).expect("a message").0)
-    };
-    let FromProvider::Joined { columns, .. } = next().await.expect("joined") else {
-        panic!("expected joined");
-    };
-    let features = columns.len() - 1;
-    let model = Model::new(vec![
-        Tensor::new("weights", vec![2, features], vec![0.0; 2 * features]).expect("t"),
-        Tensor::new("bias", vec![2], vec![0.0; 2]).expect("t"),
-        Tensor::new("mean", vec![features], vec![0.0; features]).expect("t"),
-        Tensor::new("scale", vec![features], vec![0.0; features]).expect("t"),
-    ])
-    .expect("model");
-    let body = model.to_ipc().expect("ipc");
     let round = |n: u32| ToProvider::Round {
         round: n,
         rules: Some(RoundRules::majority(3).expect("rules")),
         codec: RingCodec::new(16.0, 4096).expect("codec"),
     };
-    tx.send(wire::frame(&round(1), body.clone()).expect("frame"))
-        .await
-        .expect("send");
+
+    let site = &fed.sites[0];
+    let mut ex = Exchange::join(&ledger, site, &key, job, agreements[0], module.clone()).await;
+    let FromProvider::Joined { columns, .. } = ex.next().await.expect("joined") else {
+        panic!("expected joined");
+    };
+    let body = zero_model(columns.len() - 1);
+    ex.send(&round(1), body.clone()).await;
     assert!(matches!(
-        next().await.expect("advert"),
+        ex.next().await.expect("advert"),
         FromProvider::Advert { .. }
     ));
     // Round 2 on the very same model: refused, and the session ends.
-    tx.send(wire::frame(&round(2), body).expect("frame"))
-        .await
-        .expect("send");
-    let refused = next().await.expect_err("a replayed model is refused");
+    ex.send(&round(2), body.clone()).await;
+    let refused = ex.next().await.expect_err("a replayed model is refused");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(
         refused.message().contains("already trained on"),
+        "{refused:?}"
+    );
+
+    // A roster with the provider and two identities the job does not hold, each with
+    // keys properly signed for the round.
+    let site = &fed.sites[1];
+    let mut ex = Exchange::join(&ledger, site, &key, job, agreements[1], module).await;
+    assert!(matches!(
+        ex.next().await.expect("joined"),
+        FromProvider::Joined { .. }
+    ));
+    ex.send(&round(1), body).await;
+    let FromProvider::Advert { advert, .. } = ex.next().await.expect("advert") else {
+        panic!("expected an advert");
+    };
+    let id = RoundId {
+        job,
+        round: 1,
+        domain: insitu_ledger::eip712::insitu_domain(
+            ledger.chain_id(),
+            ledger.contracts().agreements,
+        ),
+    };
+    let mut adverts = vec![advert];
+    for _ in 0..2 {
+        let sybil = PrivateKeySigner::random();
+        let p = Participant::new(
+            std::sync::Arc::new(sybil.clone()),
+            sybil.address(),
+            id.clone(),
+            RoundRules::majority(3).expect("rules"),
+            RecoveryCache::default(),
+        );
+        adverts.push(p.advertise().expect("advert"));
+    }
+    ex.send(&ToProvider::Roster { adverts }, Vec::new()).await;
+    let refused = ex.next().await.expect_err("strangers are refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("none of the job's agreements"),
         "{refused:?}"
     );
 }

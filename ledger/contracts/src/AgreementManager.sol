@@ -68,14 +68,17 @@ contract AgreementManager is Ownable, ReentrancyGuardTransient {
     mapping(bytes32 => uint64) private entitlements;
 
     /// A federated training job: the consumer who runs it, the key its coordinator signs
-    /// with, and once it ends, the model it produced. Providers check the coordinator's
-    /// key here before they answer it, so a consumer's wallet key never has to sit on the
-    /// machine that coordinates.
+    /// with, the agreements it trains under, and once it ends, the model it produced.
+    /// Providers check the coordinator's key here before they answer it, so a consumer's
+    /// wallet key never has to sit on the machine that coordinates; and they admit to a
+    /// round only the providers of the job's agreements, so a coordinator cannot fill a
+    /// round with identities of its own.
     struct TrainingJob {
         address consumer;
         address coordinator;
         bytes32 modelDid;
         bytes32 modelHash;
+        bytes32[] agreementIds;
     }
 
     mapping(bytes32 => TrainingJob) private trainingJobs;
@@ -241,8 +244,13 @@ contract AgreementManager is Ownable, ReentrancyGuardTransient {
             if (jobOfAgreement[id] != bytes32(0)) revert AgreementInJob(id, jobOfAgreement[id]);
             jobOfAgreement[id] = jobId;
         }
-        trainingJobs[jobId] =
-            TrainingJob({consumer: msg.sender, coordinator: coordinator, modelDid: 0, modelHash: 0});
+        trainingJobs[jobId] = TrainingJob({
+            consumer: msg.sender,
+            coordinator: coordinator,
+            modelDid: 0,
+            modelHash: 0,
+            agreementIds: agreementIds
+        });
         emit TrainingOpened(jobId, msg.sender, coordinator, endpoint, agreementIds);
     }
 
@@ -264,6 +272,11 @@ contract AgreementManager is Ownable, ReentrancyGuardTransient {
     {
         TrainingJob storage j = trainingJobs[jobId];
         return (j.consumer, j.coordinator, j.modelDid, j.modelHash);
+    }
+
+    /// The agreements a training job was opened over.
+    function trainingAgreements(bytes32 jobId) external view returns (bytes32[] memory) {
+        return trainingJobs[jobId].agreementIds;
     }
 
     function trainingJobOf(bytes32 agreementId) external view returns (bytes32) {

@@ -638,6 +638,15 @@ impl Ledger for EmbeddedLedger {
         ))
     }
 
+    async fn training_agreements(&self, job: B256) -> Result<Vec<AgreementId>> {
+        let ids = self.chain.view(
+            self.contracts.agreements,
+            AgreementManager::trainingAgreementsCall { jobId: job },
+            "reading the training job's agreements",
+        )?;
+        Ok(ids.into_iter().map(AgreementId).collect())
+    }
+
     async fn training_job_of(&self, agreement: AgreementId) -> Result<Option<B256>> {
         let job = self.chain.view(
             self.contracts.agreements,

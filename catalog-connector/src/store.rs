@@ -188,7 +188,8 @@ impl AssetStore {
         .map_err(db("recording asset versions"))?;
         let missing = sqlx::query(
             "SELECT a.did, a.ddo, a.updated_at FROM assets a WHERE a.registered = 1
-             AND NOT EXISTS (SELECT 1 FROM asset_search s WHERE s.did = a.did)",
+             AND NOT EXISTS (SELECT 1 FROM asset_search s WHERE s.did = a.did)
+             ORDER BY a.updated_at, a.did",
         )
         .fetch_all(&mut *conn)
         .await

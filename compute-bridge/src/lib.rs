@@ -34,6 +34,7 @@ pub use client::ComputeClient;
 pub use error::{ComputeError, Result};
 pub use job::{JobEvent, JobId, JobRecord, JobState};
 pub use limits::SandboxLimits;
+pub use lineage::TrainingRun;
 pub use service::{
     ComputeService, ComputeServiceBuilder, JobStatus, LocalRun, ResultAsset, SubmitRequest,
 };

@@ -21,6 +21,7 @@ pub mod dp;
 mod error;
 mod graph;
 mod identity;
+mod ipc_guard;
 mod messages;
 pub mod model;
 mod participant;

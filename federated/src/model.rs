@@ -258,6 +258,7 @@ impl Model {
 
     /// Reads a model from an Arrow IPC stream or file.
     pub fn from_ipc(bytes: &[u8]) -> Result<Self> {
+        crate::ipc_guard::refuse_compressed(bytes)?;
         let batch = if bytes.starts_with(b"ARROW1") {
             let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
                 .map_err(|e| bad(e.to_string()))?;

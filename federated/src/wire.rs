@@ -148,6 +148,7 @@ pub fn words_to_ipc(words: &[u32]) -> Result<Vec<u8>> {
 
 /// The words of a masked vector sent by [`words_to_ipc`].
 pub fn words_from_ipc(bytes: &[u8]) -> Result<Vec<u32>> {
+    crate::ipc_guard::refuse_compressed(bytes)?;
     let mut reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(wire)?;
     let batch = reader
         .next()

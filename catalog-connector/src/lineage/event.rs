@@ -281,6 +281,45 @@ impl RunLifecycle {
         }
     }
 
+    /// This provider's part in a federated training job: `algorithm` (the training
+    /// module's hash) run over `inputs` for job `job`. Every provider of a job records
+    /// its own run (its own outbox, its own data), so the run id is derived from the
+    /// job and the provider: stable across a restart, distinct between providers. The
+    /// job name is the training job's, so a catalog groups the providers' runs.
+    pub fn training(
+        namespace: impl Into<String>,
+        job: [u8; 32],
+        provider: [u8; 20],
+        algorithm: &str,
+        inputs: Vec<Dataset>,
+        agreement: Option<InsituAgreementRunFacet>,
+    ) -> Self {
+        let mut key = b"insitu/train-run".to_vec();
+        key.extend_from_slice(&job);
+        key.extend_from_slice(&provider);
+        let digest = alloy::primitives::keccak256(&key);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let short: String = algorithm
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(16)
+            .collect();
+        RunLifecycle {
+            run_id: uuid::Builder::from_random_bytes(bytes).into_uuid(),
+            job: Job {
+                namespace: namespace.into(),
+                name: format!("train.{}.{short}", &hex::encode(job)[..16]),
+                facets: JobFacets {
+                    sql: None,
+                    job_type: Some(JobTypeJobFacet::new("TRAINING")),
+                },
+            },
+            agreement,
+            inputs,
+        }
+    }
+
     pub fn run_id(&self) -> uuid::Uuid {
         self.run_id
     }

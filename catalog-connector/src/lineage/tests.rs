@@ -163,6 +163,14 @@ fn every_event() -> Vec<(&'static str, Value)> {
         vec![input.clone()],
         Some(agreement.clone()),
     );
+    let training = RunLifecycle::training(
+        "insitu://provider/0x0101010101010101010101010101010101010101",
+        [0x42; 32],
+        [0x01; 20],
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        vec![input.clone()],
+        Some(agreement.clone()),
+    );
     let result = DatasetEvent::for_asset(
         &d,
         "file:///srv/insitu/compute/results/job/summary.csv",
@@ -191,6 +199,16 @@ fn every_event() -> Vec<(&'static str, Value)> {
         (
             "compute complete",
             as_json(&compute.complete_with_outputs(vec![(result, 31, 4096)])),
+        ),
+        ("training start", as_json(&training.start())),
+        (
+            "training complete",
+            as_json(&training.complete(10, 1_048_576)),
+        ),
+        ("training abort", as_json(&training.abort(3, 300_000))),
+        (
+            "training fail",
+            as_json(&training.fail("local training failed on this provider")),
         ),
         ("compute cancelled", as_json(&compute.cancelled())),
         (

@@ -34,6 +34,8 @@ const COMMON: &[&str] = &[
         PRIMARY KEY (id, service_index)
     )",
     "CREATE INDEX IF NOT EXISTS asset_services_by_type ON asset_services (service_type, price, id)",
+    // Testing one asset for a service type (and price) reads this index alone.
+    "CREATE INDEX IF NOT EXISTS asset_services_by_type_id ON asset_services (service_type, id, price)",
     "CREATE INDEX IF NOT EXISTS asset_services_by_price ON asset_services (price, id)",
 ];
 
@@ -44,8 +46,10 @@ const SQLITE: &[&str] = &[
         owner TEXT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
+    // Holds the rowid too, so one owner's assets come newest (highest id) first.
     "CREATE INDEX IF NOT EXISTS asset_search_by_owner ON asset_search (owner)",
-    "CREATE INDEX IF NOT EXISTS asset_search_by_time ON asset_search (updated_at)",
+    // Searches order by id (index order) now; the time index only cost writes.
+    "DROP INDEX IF EXISTS asset_search_by_time",
     // rowid = asset_search.id. Porter stemming so `orders` finds `order`.
     "CREATE VIRTUAL TABLE IF NOT EXISTS asset_fts USING fts5(
         name, description, tags, columns,
@@ -61,8 +65,10 @@ const POSTGRES: &[&str] = &[
         updated_at BIGINT NOT NULL,
         doc TSVECTOR NOT NULL
     )",
-    "CREATE INDEX IF NOT EXISTS asset_search_by_owner ON asset_search (owner)",
-    "CREATE INDEX IF NOT EXISTS asset_search_by_time ON asset_search (updated_at)",
+    // One owner's assets newest (highest id) first.
+    "CREATE INDEX IF NOT EXISTS asset_search_by_owner_id ON asset_search (owner, id)",
+    "DROP INDEX IF EXISTS asset_search_by_owner",
+    "DROP INDEX IF EXISTS asset_search_by_time",
     "CREATE INDEX IF NOT EXISTS asset_search_doc ON asset_search USING GIN (doc)",
 ];
 

@@ -30,8 +30,18 @@ impl Sql {
         &'q self,
         sql: &'q str,
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        self.query_first(sql, self.params.len())
+    }
+
+    /// `sql` with the first `n` parameters: a statement built before the rest were
+    /// bound.
+    fn query_first<'q>(
+        &'q self,
+        sql: &'q str,
+        n: usize,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for p in &self.params {
+        for p in self.params.iter().take(n) {
             q = match p {
                 Param::Text(s) => q.bind(s.as_str()),
                 Param::Int(i) => q.bind(*i),
@@ -41,32 +51,56 @@ impl Sql {
     }
 }
 
-/// One filter, as the set of asset ids it admits and as a test of one candidate row
-/// `s` of `asset_search`.
-struct Filter {
-    set: String,
-    test: String,
+/// One filter. Filters are listed most selective first by kind: an owner (one
+/// organisation of many), then tags, then the service condition (a handful of types).
+/// The first one present drives a filter-only search; the others are tested per
+/// candidate with an indexed lookup.
+enum Filter {
+    /// The bound owner.
+    Owner(String),
+    /// A bound tag.
+    Tag(String),
+    /// Conditions on one service row `v`, values bound.
+    Service(String),
 }
 
-/// The filters of `q`, their values bound in `sql`.
+impl Filter {
+    /// A test that asset `id` passes, one index lookup.
+    fn test(&self, id: &str) -> String {
+        match self {
+            Filter::Owner(p) => {
+                format!("EXISTS (SELECT 1 FROM asset_search o WHERE o.id = {id} AND o.owner = {p})")
+            }
+            Filter::Tag(p) => {
+                format!("EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = {p} AND t.id = {id})")
+            }
+            Filter::Service(on) => {
+                format!("EXISTS (SELECT 1 FROM asset_services v WHERE v.id = {id} AND {on})")
+            }
+        }
+    }
+
+    /// The ids it admits, as a subquery (one index range).
+    fn set(&self) -> String {
+        match self {
+            Filter::Owner(p) => format!("SELECT id FROM asset_search WHERE owner = {p}"),
+            Filter::Tag(p) => format!("SELECT id FROM asset_tags WHERE tag = {p}"),
+            Filter::Service(on) => format!("SELECT v.id FROM asset_services v WHERE {on}"),
+        }
+    }
+}
+
+/// The filters of `q`, most selective kind first, their values bound in `sql`.
 fn filters(q: &SearchQuery, sql: &mut Sql) -> Vec<Filter> {
     let mut out = Vec::new();
     if let Some(owner) = q.owner {
-        let p = sql.bind(Param::Text(format!("{owner:#x}")));
-        out.push(Filter {
-            set: format!("SELECT id FROM asset_search WHERE owner = {p}"),
-            test: format!("s.owner = {p}"),
-        });
+        out.push(Filter::Owner(sql.bind(Param::Text(format!("{owner:#x}")))));
     }
     let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
     tags.sort();
     tags.dedup();
     for tag in tags {
-        let p = sql.bind(Param::Text(tag));
-        out.push(Filter {
-            set: format!("SELECT id FROM asset_tags WHERE tag = {p}"),
-            test: format!("EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = {p} AND t.id = s.id)"),
-        });
+        out.push(Filter::Tag(sql.bind(Param::Text(tag))));
     }
     if q.service.is_some() || q.min_price.is_some() || q.max_price.is_some() {
         // One service must satisfy every service condition together.
@@ -89,13 +123,27 @@ fn filters(q: &SearchQuery, sql: &mut Sql) -> Vec<Filter> {
                 sql.bind(Param::Text(price_key(max)))
             ));
         }
-        let on = on.join(" AND ");
-        out.push(Filter {
-            set: format!("SELECT v.id FROM asset_services v WHERE {on}"),
-            test: format!("EXISTS (SELECT 1 FROM asset_services v WHERE v.id = s.id AND {on})"),
-        });
+        out.push(Filter::Service(on.join(" AND ")));
     }
     out
+}
+
+/// Where a search without text finds its candidates, newest first: the table, the id
+/// expression in it, and the conditions. An owner or a tag is an index range already
+/// in id order, so a page is read from its end and stops when full; a service
+/// condition is not (its index is by price), so the assets are walked newest first
+/// and tested, which stops early because such conditions match many.
+fn filtered(filters: &[Filter]) -> (&'static str, Vec<String>) {
+    let Some((first, rest)) = filters.split_first() else {
+        return ("asset_search d", Vec::new());
+    };
+    let (from, mut conditions) = match first {
+        Filter::Owner(p) => ("asset_search d", vec![format!("d.owner = {p}")]),
+        Filter::Tag(p) => ("asset_tags d", vec![format!("d.tag = {p}")]),
+        Filter::Service(_) => ("asset_search d", vec![first.test("d.id")]),
+    };
+    conditions.extend(rest.iter().map(|f| f.test("d.id")));
+    (from, conditions)
 }
 
 /// Runs `q` on `store`.
@@ -107,46 +155,7 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         Some(t) if !t.trim().is_empty() => text::words(t)?,
         _ => Vec::new(),
     };
-
     let filters = filters(q, &mut sql);
-    let fts = !words.is_empty() && backend == Backend::Sqlite;
-
-    // Where candidates come from: FROM, the expression of an asset's id there, the
-    // conditions, the score, the time, and the order.
-    let (from, id, mut conditions, score, updated) = if words.is_empty() {
-        (
-            "asset_search s",
-            "s.id",
-            Vec::new(),
-            "NULL".to_string(),
-            "s.updated_at",
-        )
-    } else if fts {
-        // Everything happens inside the FTS5 query, ranked and cut to the page there;
-        // documents are joined for the page only.
-        let m = sql.bind(Param::Text(text::fts5_match(&words)));
-        (
-            "asset_fts",
-            "asset_fts.rowid",
-            vec![format!("asset_fts MATCH {m}")],
-            format!("-{SQLITE_BM25}"),
-            "0",
-        )
-    } else {
-        let m = sql.bind(Param::Text(text::tsquery(&words)));
-        (
-            "asset_search s",
-            "s.id",
-            vec![format!("s.doc @@ to_tsquery('english', {m})")],
-            format!("ts_rank_cd(s.doc, to_tsquery('english', {m}))::float8"),
-            "s.updated_at",
-        )
-    };
-    let (order, outer_order) = if words.is_empty() {
-        ("updated_at DESC, id DESC", "p.updated_at DESC, p.id DESC")
-    } else {
-        ("score DESC, id DESC", "p.score DESC, p.id DESC")
-    };
     let where_of = |conditions: &[String]| {
         if conditions.is_empty() {
             String::new()
@@ -155,57 +164,88 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
         }
     };
 
-    let total: i64 = if words.is_empty() {
-        // Filters alone: count the intersection of their id sets, driven by the first
-        // (an index range), without touching the assets.
-        let count_sql = match filters.split_first() {
-            None => "SELECT count(*) AS n FROM asset_search".to_string(),
-            Some((first, rest)) => {
-                let others: Vec<String> = rest
-                    .iter()
-                    .map(|f| format!("f.id IN ({})", f.set))
-                    .collect();
-                format!(
-                    "SELECT count(*) AS n FROM (SELECT DISTINCT id FROM ({}) f0) f {}",
-                    first.set,
-                    where_of(&others)
-                )
+    // Candidates: FROM, an asset's id there, the conditions, the score, the order,
+    // and how to count them.
+    let (from, id, mut conditions, score, order, count_sql) = if words.is_empty() {
+        // Newest first: the most recently indexed (registered or updated) asset has
+        // the highest id.
+        let (from, conditions) = filtered(&filters);
+        let count = match filters.as_slice() {
+            // A service condition alone: its index range, each asset once.
+            [Filter::Service(on)] => {
+                format!("SELECT count(DISTINCT v.id) AS n FROM asset_services v WHERE {on}")
             }
+            _ => format!("SELECT count(*) AS n FROM {from} {}", where_of(&conditions)),
         };
-        sql.query(&count_sql)
-            .fetch_one(store.pool())
-            .await
-            .map_err(db("counting search results"))?
-            .get("n")
+        (
+            from,
+            "d.id",
+            conditions,
+            "NULL".to_string(),
+            "id DESC",
+            count,
+        )
+    } else if backend == Backend::Sqlite {
+        // Everything happens inside the FTS5 query, ranked and cut to the page there;
+        // documents are joined for the page only. Each filter is an index lookup per
+        // match, which is cheaper than building the filter's set of ids (a service
+        // type can admit half the catalog) to intersect with.
+        let m = sql.bind(Param::Text(text::fts5_match(&words)));
+        let mut conditions = vec![format!("asset_fts MATCH {m}")];
+        conditions.extend(filters.iter().map(|f| f.test("asset_fts.rowid")));
+        let count = format!(
+            "SELECT count(*) AS n FROM asset_fts {}",
+            where_of(&conditions)
+        );
+        (
+            "asset_fts",
+            "asset_fts.rowid",
+            conditions,
+            format!("-{SQLITE_BM25}"),
+            "score DESC, id DESC",
+            count,
+        )
     } else {
-        // With text, filters test the text matches' ids. On FTS5 the id carries a
-        // unary `+`, so SQLite applies the filter to the matches instead of running
-        // the MATCH once per id in the filter's list.
-        let key = if fts { "+asset_fts.rowid" } else { "s.id" };
-        conditions.extend(filters.iter().map(|f| format!("{key} IN ({})", f.set)));
-        let count_sql = format!("SELECT count(*) AS n FROM {from} {}", where_of(&conditions));
-        sql.query(&count_sql)
+        let m = sql.bind(Param::Text(text::tsquery(&words)));
+        let mut conditions = vec![format!("d.doc @@ to_tsquery('english', {m})")];
+        conditions.extend(filters.iter().map(|f| f.test("d.id")));
+        let count = format!(
+            "SELECT count(*) AS n FROM asset_search d {}",
+            where_of(&conditions)
+        );
+        (
+            "asset_search d",
+            "d.id",
+            conditions,
+            format!("ts_rank_cd(d.doc, to_tsquery('english', {m}))::float8"),
+            "score DESC, id DESC",
+            count,
+        )
+    };
+
+    let counted = sql.params.len();
+    let limit = q.page_size();
+    let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+    let lim = sql.bind(Param::Int(i64::from(limit)));
+    let off = sql.bind(Param::Int(offset));
+    let count = || async {
+        let n: i64 = sql
+            .query_first(&count_sql, counted)
             .fetch_one(store.pool())
             .await
             .map_err(db("counting search results"))?
-            .get("n")
+            .get("n");
+        Ok::<u64, CatalogError>(u64::try_from(n).unwrap_or(0))
     };
-    let total = u64::try_from(total).unwrap_or(0);
-    let limit = q.page_size();
-    if total <= q.offset {
-        return Ok(SearchPage {
-            hits: Vec::new(),
-            total,
-            offset: q.offset,
-            next_offset: None,
-        });
-    }
-
-    if words.is_empty() && !filters.is_empty() {
-        // Two ways to the newest matches: walk all assets newest first, testing each,
-        // until the page is full (cost grows with how rare matches are), or gather
-        // every match and sort (cost grows with how many there are). The count just
-        // taken says which is cheaper.
+    // The count and the page are independent, and each is one scan of the matches: they
+    // run at once, on two connections, unless the plan of the page needs the count.
+    let mut total = None;
+    if let (true, [service @ Filter::Service(_)]) = (words.is_empty(), filters.as_slice()) {
+        // Walking newest first costs about (offset + limit) × assets / matches tests;
+        // gathering every match and sorting costs about the matches. A rare service
+        // condition (a narrow price range) is gathered.
+        let matches = count().await?;
+        total = Some(matches);
         let max_id: Option<i64> = sqlx::query("SELECT max(id) AS n FROM asset_search")
             .fetch_one(store.pool())
             .await
@@ -213,35 +253,33 @@ pub(crate) async fn run(store: &AssetStore, q: &SearchQuery) -> Result<SearchPag
             .get("n");
         let assets = u128::try_from(max_id.unwrap_or(0)).unwrap_or(0);
         let walk = (u128::from(q.offset) + u128::from(limit)) * assets
-            < u128::from(total) * u128::from(total);
-        conditions.extend(filters.iter().map(|f| {
-            if walk {
-                f.test.clone()
-            } else {
-                format!("s.id IN ({})", f.set)
-            }
-        }));
+            < u128::from(matches) * u128::from(matches);
+        if !walk {
+            conditions = vec![format!("d.id IN ({})", service.set())];
+        }
     }
     let filter = where_of(&conditions);
-
-    let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
-    let lim = sql.bind(Param::Int(i64::from(limit)));
-    let off = sql.bind(Param::Int(offset));
     // The page's ids first, then their documents: sorting carries ids, not DDOs.
     let page_sql = format!(
         "SELECT p.score AS score, a.ddo AS ddo, a.version AS version, a.did AS did
-         FROM (SELECT {id} AS id, {score} AS score, {updated} AS updated_at
+         FROM (SELECT {id} AS id, {score} AS score
                FROM {from} {filter}
                ORDER BY {order} LIMIT {lim} OFFSET {off}) p
          JOIN asset_search h ON h.id = p.id
          JOIN assets a ON a.did = h.did
-         ORDER BY {outer_order}"
+         ORDER BY p.{}",
+        order.replace(", ", ", p.")
     );
-    let rows = sql
-        .query(&page_sql)
-        .fetch_all(store.pool())
-        .await
-        .map_err(db("searching the catalog"))?;
+    let page = async {
+        sql.query(&page_sql)
+            .fetch_all(store.pool())
+            .await
+            .map_err(db("searching the catalog"))
+    };
+    let (total, rows) = match total {
+        Some(total) => (total, page.await?),
+        None => tokio::try_join!(count(), page)?,
+    };
     let mut hits = Vec::with_capacity(rows.len());
     for r in &rows {
         let json: String = r.get("ddo");

@@ -7,12 +7,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use insitu_ledger::Did;
+use alloy::primitives::{Address, B256};
+use insitu_ledger::{AgreementId, Did};
 
 use crate::algorithm::{SignedApproval, algorithm_hash};
 use crate::backend::{RunOutcome, RunSpec};
 use crate::error::{ComputeError, Result};
 use crate::job::JobId;
+use crate::lineage::TrainingRun;
 use crate::service::ComputeService;
 use crate::staging::Manifest;
 
@@ -74,6 +76,34 @@ impl ComputeService {
             dir,
         )
         .await
+    }
+
+    /// The lineage run of this provider's part in training job `job` over `did` under
+    /// `agreement` for `consumer`, or `None` when lineage is off. The input is named by
+    /// the asset's location, like a compute job's; the location stays in the event
+    /// outbox, as it does for every run this provider records.
+    pub async fn training_run(
+        &self,
+        job: B256,
+        did: Did,
+        agreement: AgreementId,
+        consumer: Address,
+        algorithm: &str,
+    ) -> Result<Option<TrainingRun>> {
+        let inner = &self.inner;
+        let Some(lineage) = &inner.lineage else {
+            return Ok(None);
+        };
+        let location = inner
+            .catalog
+            .location(did)
+            .await
+            .map_err(|e| ComputeError::Unavailable(format!("reading the catalog: {e}")))?
+            .ok_or_else(|| ComputeError::Denied(format!("{did} is not served here")))?;
+        let input = crate::lineage::dataset(&location.url, inner.ledger.chain_id(), did);
+        Ok(Some(TrainingRun::new(
+            lineage, job, algorithm, input, agreement, consumer,
+        )))
     }
 
     /// Runs `module` once on `data_dir` through this provider's backend, under its limits

@@ -47,6 +47,21 @@ struct Session {
     /// The distinct assets under the job's agreements.
     assets: usize,
     round: Option<Round>,
+    /// The job's consumer, for whom this provider trains.
+    consumer: Address,
+    /// The training module's `sha256:` hash.
+    algorithm: String,
+    /// Updates sent (masked or, without secure aggregation, plain) and their bytes:
+    /// everything that left this provider about its data.
+    updates: u64,
+    bytes_sent: u64,
+}
+
+impl Session {
+    fn sent(&mut self, bytes: usize) {
+        self.updates += 1;
+        self.bytes_sent += bytes as u64;
+    }
 }
 
 /// The secure aggregation state of the round under way.
@@ -172,48 +187,77 @@ async fn run(
     .await?;
     tracing::info!(%job, %did, %agreement, rows = session.rows, "joined a training job");
 
+    // Lineage is "later", never "no": a run that cannot be recorded still trains.
+    let lineage = shared
+        .compute
+        .training_run(job, did, agreement, session.consumer, &session.algorithm)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(%job, kind = compute_kind(&e), "could not name the training run's input");
+            None
+        });
+    if let Some(l) = &lineage {
+        l.started().await;
+    }
+    let ended = rounds(shared, &mut session, incoming, tx).await;
+    if let Some(l) = &lineage {
+        match &ended {
+            Ok(true) => l.completed(session.updates, session.bytes_sent).await,
+            Ok(false) => l.abandoned(session.updates, session.bytes_sent).await,
+            Err(e) => l.failed(&e.to_string()).await,
+        }
+    }
+    ended.map(|_| ())
+}
+
+/// The job's rounds, as the coordinator drives them. `Ok(true)` when it finished the
+/// job, `Ok(false)` when it left without doing so.
+async fn rounds(
+    shared: &Shared,
+    session: &mut Session,
+    incoming: &mut ExchangeStream,
+    tx: &Outbox,
+) -> Result<bool> {
+    let job = session.job;
     while let Some((message, body)) = next(incoming).await? {
         match message {
             ToProvider::Round {
                 round,
                 rules,
                 codec,
-            } => start_round(shared, &mut session, round, rules, codec, &body, tx).await?,
+            } => start_round(shared, session, round, rules, codec, &body, tx).await?,
             ToProvider::Roster { adverts } => {
-                let shares = current(&mut session)?.participant.share_keys(&adverts)?;
+                let shares = current(session)?.participant.share_keys(&adverts)?;
                 reply(tx, &FromProvider::Shares { shares }, Vec::new()).await?;
             }
             ToProvider::Inbox { shares } => {
-                let r = current(&mut session)?;
+                let r = current(session)?;
                 let masked = r.participant.masked_input(&shares, &r.encoded)?;
                 r.encoded.fill(0);
-                reply(
-                    tx,
-                    &FromProvider::Masked,
-                    wire::words_to_ipc(masked.words())?,
-                )
-                .await?;
+                let body = wire::words_to_ipc(masked.words())?;
+                session.sent(body.len());
+                reply(tx, &FromProvider::Masked, body).await?;
             }
             ToProvider::Survivors { survivors } => {
-                let signature = current(&mut session)?.participant.consistency(&survivors)?;
+                let signature = current(session)?.participant.consistency(&survivors)?;
                 reply(tx, &FromProvider::Signature { signature }, Vec::new()).await?;
             }
             ToProvider::Signatures { signatures } => {
-                let reveal = current(&mut session)?.participant.unmask(&signatures)?;
+                let reveal = current(session)?.participant.unmask(&signatures)?;
                 session.round = None;
                 reply(tx, &FromProvider::Reveal { reveal }, Vec::new()).await?;
             }
             ToProvider::Finish => {
                 reply(tx, &FromProvider::Finished, Vec::new()).await?;
                 tracing::info!(%job, rounds = session.last_round, "training job finished here");
-                return Ok(());
+                return Ok(true);
             }
             ToProvider::Join { .. } => {
                 return Err(FederatedError::Phase("this exchange already joined".into()));
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 fn current(session: &mut Session) -> Result<&mut Round> {
@@ -313,7 +357,7 @@ async fn join(
         }
         Decision::Deny(reason) => return Err(FederatedError::Refused(reason.to_string())),
     }
-    shared
+    let algorithm = shared
         .compute
         .check_module(&req.module, req.approval.as_ref())
         .map_err(|e| FederatedError::Refused(e.to_string()))?;
@@ -338,6 +382,10 @@ async fn join(
         members: Arc::new(members),
         assets,
         round: None,
+        consumer: job.consumer,
+        algorithm,
+        updates: 0,
+        bytes_sent: 0,
     })
 }
 
@@ -405,13 +453,14 @@ async fn start_round(
         .map(|(t, g)| t - g)
         .collect();
     if !session.secure {
-        let update = global.with_values(&delta)?;
+        let update = global.with_values(&delta)?.to_ipc()?;
+        session.sent(update.len());
         return reply(
             tx,
             &FromProvider::Plain {
                 samples: trained.samples,
             },
-            update.to_ipc()?,
+            update,
         )
         .await;
     }

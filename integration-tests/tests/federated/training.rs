@@ -44,7 +44,9 @@ async fn federate(plan: Plan) {
         shard_rows.push(rows.len() as u64);
         shards.push(p);
     }
-    let mut fed = Federation::start(&world, &shards, &hash, "").await;
+    // Each provider records its runs, training among them, to a JSON-lines receiver.
+    let lineage = "[[lineage]]\nname = \"audit-file\"\nkind = \"file\"\npath = \"lineage.jsonl\"\n";
+    let mut fed = Federation::start(&world, &shards, &hash, lineage).await;
     let args: Vec<String> = [
         "--label",
         "target",
@@ -245,6 +247,48 @@ async fn federate(plan: Plan) {
     let status = run(fed.consumer(&world).args(["train", "status", &job])).await;
     assert!(status.contains("succeeded"), "{status}");
 
+    // Lineage: every provider that saw the job to its end recorded its part as a run:
+    // START, then COMPLETE with one masked update a round as its output.
+    for (i, site) in fed.sites.iter().enumerate() {
+        if plan.kill.is_some_and(|(victim, _)| victim == i) {
+            continue;
+        }
+        let runs = training_runs(&site.dir.join("lineage.jsonl")).await;
+        let kinds: Vec<_> = runs
+            .iter()
+            .map(|e| e["eventType"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(kinds, vec!["START", "COMPLETE"], "provider {i}: {runs:#?}");
+        let complete = &runs[1];
+        assert_eq!(complete["run"]["runId"], runs[0]["run"]["runId"]);
+        assert_eq!(complete["job"]["facets"]["jobType"]["jobType"], "TRAINING");
+        assert!(
+            complete["job"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&format!("train.{}", &job[2..18]))),
+            "{complete:#}"
+        );
+        assert_eq!(
+            complete["inputs"][0]["facets"]["symlinks"]["identifiers"][0]["name"],
+            site.did
+        );
+        assert_eq!(
+            complete["run"]["facets"]["insitu_agreement"]["consumer"]
+                .as_str()
+                .map(str::to_lowercase),
+            Some(format!(
+                "{:#x}",
+                insitu_integration_tests::account(CONSUMER).address()
+            ))
+        );
+        let stats = &complete["outputs"][0]["outputFacets"]["outputStatistics"];
+        assert_eq!(stats["rowCount"], u64::from(plan.rounds), "{complete:#}");
+        assert!(
+            stats["size"].as_u64().is_some_and(|b| b > 0),
+            "{complete:#}"
+        );
+    }
+
     // Against the same module trained centrally on all the training rows, in this run.
     let federated = accuracy(&module, &model, &test, &args).await;
     let central_model = train_centrally(&module, &train, &args, plan.rounds * plan.epochs).await;
@@ -264,6 +308,29 @@ async fn federate(plan: Plan) {
         federated >= central - allowed,
         "federated {federated:.4} is more than {allowed} below central {central:.4}"
     );
+}
+
+/// The training run events a provider's file receiver holds, once its run has ended
+/// (delivery is asynchronous; it is waited for, not timed).
+async fn training_runs(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut runs = Vec::new();
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        runs = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["job"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("train."))
+            })
+            .collect();
+        if runs.iter().any(|e| e["eventType"] != "START") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

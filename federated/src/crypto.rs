@@ -7,7 +7,7 @@ use alloy::primitives::Address;
 use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{FederatedError, Result};
 use crate::identity::RoundId;
@@ -62,7 +62,8 @@ impl KeyPair {
 
 /// The X25519 shared secret of `secret` and `public`. A low-order public key (whose
 /// shared secret anyone could compute) is refused.
-pub fn dh(secret: &Secret, public: &[u8; 32]) -> Result<[u8; 32]> {
+/// The shared secret is wiped when dropped, like every key it derives.
+pub fn dh(secret: &Secret, public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
     let shared = x25519_dalek::StaticSecret::from(secret.0)
         .diffie_hellman(&x25519_dalek::PublicKey::from(*public));
     if !shared.was_contributory() {
@@ -70,7 +71,7 @@ pub fn dh(secret: &Secret, public: &[u8; 32]) -> Result<[u8; 32]> {
             "a low-order X25519 public key".into(),
         ));
     }
-    Ok(shared.to_bytes())
+    Ok(Zeroizing::new(shared.to_bytes()))
 }
 
 /// The X25519 public key of `secret`: checks a rebuilt masking key against the roster.
@@ -88,7 +89,13 @@ pub fn commitment(secret: &Secret) -> [u8; 32] {
 }
 
 /// A key for one purpose, one round and one ordered pair, from a shared secret.
-pub fn kdf(label: &str, id: &RoundId, shared: &[u8; 32], from: Address, to: Address) -> [u8; 32] {
+pub fn kdf(
+    label: &str,
+    id: &RoundId,
+    shared: &[u8; 32],
+    from: Address,
+    to: Address,
+) -> Zeroizing<[u8; 32]> {
     let mut h = Sha256::new();
     h.update(label.as_bytes());
     h.update(id.job.as_slice());
@@ -96,18 +103,18 @@ pub fn kdf(label: &str, id: &RoundId, shared: &[u8; 32], from: Address, to: Addr
     h.update(shared);
     h.update(from.as_slice());
     h.update(to.as_slice());
-    h.finalize().into()
+    Zeroizing::new(h.finalize().into())
 }
 
 /// The seed of the pairwise mask between the owner of `secret` and the owner of
 /// `public`: the same from both sides.
-pub fn pair_seed(id: &RoundId, secret: &Secret, public: &[u8; 32]) -> Result<[u8; 32]> {
+pub fn pair_seed(id: &RoundId, secret: &Secret, public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
     let mut h = Sha256::new();
     h.update(b"insitu/secagg/pair-mask");
     h.update(id.job.as_slice());
     h.update(id.round.to_be_bytes());
-    h.update(dh(secret, public)?);
-    Ok(h.finalize().into())
+    h.update(dh(secret, public)?.as_slice());
+    Ok(Zeroizing::new(h.finalize().into()))
 }
 
 /// Seals `plain` under a key used for one message only (so a fixed nonce is safe).

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use alloy::primitives::Address;
 use alloy::signers::SignerSync;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{self, KeyPair, Secret};
 use crate::error::{FederatedError, Result};
@@ -34,6 +35,15 @@ use crate::rules::RoundRules;
 struct Held {
     self_mask: Vec<u8>,
     masking_key: Vec<u8>,
+}
+
+/// Shares are secrets' pieces: wiped when the round's state goes, not left in freed
+/// memory.
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.self_mask.zeroize();
+        self.masking_key.zeroize();
+    }
 }
 
 /// One participant in one round.
@@ -198,20 +208,28 @@ impl Participant {
         let addresses: Vec<Address> = roster.iter().map(|a| a.from).collect();
         let graph = Graph::new(&self.id, &addresses, &self.rules);
         let hood = graph.hood(me);
-        let b_shares = crypto::split(&self.self_mask, graph.threshold(), hood.len())?;
-        let s_shares = crypto::split(&self.masking.secret, graph.threshold(), hood.len())?;
+        let b_shares = Zeroizing::new(crypto::split(
+            &self.self_mask,
+            graph.threshold(),
+            hood.len(),
+        )?);
+        let s_shares = Zeroizing::new(crypto::split(
+            &self.masking.secret,
+            graph.threshold(),
+            hood.len(),
+        )?);
         let mut out = Vec::with_capacity(hood.len());
         for (i, &member) in hood.iter().enumerate() {
             let peer = &roster[member];
             let key = crypto::kdf(
                 "insitu/secagg/shares",
                 &self.id,
-                &crypto::dh(&self.encryption.secret, &peer.encryption_key)?,
+                &*crypto::dh(&self.encryption.secret, &peer.encryption_key)?,
                 self.address,
                 peer.from,
             );
             // The two shares, back to back (identifier byte, then 32 bytes, each).
-            let plain = [b_shares[i].as_slice(), s_shares[i].as_slice()].concat();
+            let plain = Zeroizing::new([b_shares[i].as_slice(), s_shares[i].as_slice()].concat());
             out.push(SealedShares {
                 from: self.address,
                 to: peer.from,
@@ -249,13 +267,13 @@ impl Participant {
             let key = crypto::kdf(
                 "insitu/secagg/shares",
                 &self.id,
-                &crypto::dh(&self.encryption.secret, &peer.encryption_key)?,
+                &*crypto::dh(&self.encryption.secret, &peer.encryption_key)?,
                 sealed.from,
                 self.address,
             );
-            let plain = crypto::open(&key, &sealed.ciphertext).map_err(|_| {
+            let plain = Zeroizing::new(crypto::open(&key, &sealed.ciphertext).map_err(|_| {
                 FederatedError::Refused(format!("shares from {} do not open", sealed.from))
-            })?;
+            })?);
             if plain.len() != 2 * crypto::SHARE_BYTES {
                 return Err(FederatedError::Refused(format!(
                     "shares from {} are malformed",

@@ -141,6 +141,13 @@ impl AssetStore {
                         sqlx::query("PRAGMA busy_timeout = 10000")
                             .execute(&mut *conn)
                             .await?;
+                        // Reads through the OS page cache, shared by every connection
+                        // of the pool, instead of each connection's own 2 MB cache:
+                        // a search probes indexes larger than that, and a connection
+                        // the pool had not used for a while started cold.
+                        sqlx::query("PRAGMA mmap_size = 1073741824")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })

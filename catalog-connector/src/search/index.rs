@@ -15,8 +15,9 @@ use crate::store::Backend;
 use super::text::normalised;
 
 /// Filter tables shared by both backends. They are keyed by the asset's integer id in
-/// `asset_search`, and each lookup index covers the id, so a filter is one index range
-/// yielding integers: cheap to intersect with the text matches or another filter.
+/// `asset_search`, and each lookup index covers the id: a tag's assets are one index
+/// range in id order (newest last), and testing one asset against a filter reads an
+/// index alone.
 const COMMON: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS asset_tags (
         tag TEXT NOT NULL,

@@ -7,7 +7,7 @@
 //! which is what bounds one provider's influence to `C`.
 //!
 //! If fewer than the planned `n` providers survive a round, the sum carries less noise
-//! than planned: the guarantee is for the planned roster (a property of distributed DP).
+//! than planned; [`Accountant`] charges each round for the noise its survivors added.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,79 @@ impl DpSettings {
     pub fn client_sigma(&self, codec: &RingCodec) -> f64 {
         self.noise_multiplier * f64::from(self.clip_norm) * codec.scale
             / f64::from(self.participants).sqrt()
+    }
+}
+
+/// δ of the (ε, δ) a job reports when the caller does not choose one.
+pub const DEFAULT_DELTA: f64 = 1e-5;
+
+/// The privacy spent by a DP-FedAvg job so far, as ρ-zero-concentrated DP, with one
+/// provider's whole data as the unit protected (adding or removing a provider).
+///
+/// Each round's revealed sum carries the discrete Gaussian noise of the `s` providers
+/// that survived it, so a round spends `ρ = ½ (Δ² / (s σ²) + ½ τ d)` (Kairouz, Liu and
+/// Steinke, 2021, Theorem 1, for sums of discrete Gaussians), where `σ` is one
+/// provider's noise, `Δ` bounds the L2 change one provider makes to the sum (its
+/// clipped update, plus half a unit of rounding per coordinate), `d` is the number of
+/// noised coordinates, and `τ` is the (tiny) gap between a sum of discrete Gaussians
+/// and one discrete Gaussian. Rounds compose by adding their ρ; a round with fewer
+/// survivors than planned costs more. ε at a chosen δ follows from ρ (Bun and Steinke,
+/// 2016, Proposition 1.3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Accountant {
+    sigma: f64,
+    sensitivity: f64,
+    dims: f64,
+    rho: f64,
+}
+
+impl Accountant {
+    /// The accountant of a job under `settings`, encoding with `codec` a model of `dims`
+    /// parameters.
+    pub fn new(settings: &DpSettings, codec: &RingCodec, dims: usize) -> Self {
+        let d = dims as f64;
+        Accountant {
+            sigma: settings.client_sigma(codec),
+            sensitivity: f64::from(settings.clip_norm) * codec.scale + d.sqrt() / 2.0,
+            dims: d,
+            rho: 0.0,
+        }
+    }
+
+    /// Records a round whose sum held the noise of `survivors` providers. A round with
+    /// no survivors revealed nothing.
+    pub fn round(&mut self, survivors: usize) {
+        if survivors == 0 {
+            return;
+        }
+        if self.sigma <= 0.0 {
+            self.rho = f64::INFINITY;
+            return;
+        }
+        let s = survivors as f64;
+        let var = self.sigma * self.sigma;
+        let tau: f64 = 10.0
+            * (1..survivors)
+                .map(|k| {
+                    let k = k as f64;
+                    (-2.0 * std::f64::consts::PI.powi(2) * var * k / (k + 1.0)).exp()
+                })
+                .sum::<f64>();
+        let eps2 = self.sensitivity.powi(2) / (s * var) + 0.5 * tau * self.dims;
+        self.rho += 0.5 * eps2;
+    }
+
+    /// ρ spent so far.
+    pub fn rho(&self) -> f64 {
+        self.rho
+    }
+
+    /// ε of the (ε, δ)-DP spent so far.
+    pub fn epsilon(&self, delta: f64) -> f64 {
+        if self.rho == 0.0 {
+            return 0.0;
+        }
+        self.rho + 2.0 * (self.rho * (1.0 / delta).ln()).sqrt()
     }
 }
 
@@ -119,6 +192,72 @@ pub fn add_noise(encoded: &mut [u32], sigma: f64, rng: &mut impl Rng) {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    fn settings(z: f64, n: u32) -> DpSettings {
+        DpSettings {
+            clip_norm: 1.0,
+            noise_multiplier: z,
+            participants: n,
+        }
+    }
+
+    #[test]
+    fn the_accountant_matches_the_gaussian_mechanism_and_composes() {
+        let codec = RingCodec::new(1.0, 10).expect("codec");
+        let n = 5;
+        // With a fine scale, one round with every provider is the Gaussian mechanism of
+        // sensitivity C and noise z·C: rho = 1 / (2 z^2).
+        let mut a = Accountant::new(&settings(2.0, n), &codec, 1000);
+        a.round(n as usize);
+        let expected = 1.0 / (2.0 * 4.0);
+        assert!(
+            (a.rho() - expected).abs() < 1e-3 * expected,
+            "rho {} against {expected}",
+            a.rho()
+        );
+        // Ten rounds cost ten times as much.
+        for _ in 1..10 {
+            a.round(n as usize);
+        }
+        assert!((a.rho() - 10.0 * expected).abs() < 1e-2 * expected);
+        // Bun and Steinke's conversion, by hand: rho + 2 sqrt(rho ln(1/delta)).
+        let rho = a.rho();
+        let eps = a.epsilon(1e-5);
+        assert!((eps - (rho + 2.0 * (rho * 1e5f64.ln()).sqrt())).abs() < 1e-12);
+        assert!(
+            eps > 0.0 && a.epsilon(1e-3) < eps,
+            "a larger delta gives a smaller eps"
+        );
+    }
+
+    #[test]
+    fn dropouts_cost_privacy_and_no_noise_costs_everything() {
+        let codec = RingCodec::new(1.0, 10).expect("codec");
+        let mut full = Accountant::new(&settings(1.0, 10), &codec, 100);
+        let mut fewer = full;
+        full.round(10);
+        fewer.round(6);
+        assert!(
+            fewer.rho() > full.rho() * 1.6,
+            "6 of 10 providers' noise: {} against {}",
+            fewer.rho(),
+            full.rho()
+        );
+        let mut none = full;
+        none.round(0);
+        assert_eq!(
+            none.rho(),
+            full.rho(),
+            "a round nobody survived reveals nothing"
+        );
+        let mut exposed = Accountant::new(&settings(0.0, 10), &codec, 100);
+        exposed.round(10);
+        assert!(exposed.epsilon(DEFAULT_DELTA).is_infinite());
+        assert_eq!(
+            Accountant::new(&settings(1.0, 3), &codec, 10).epsilon(DEFAULT_DELTA),
+            0.0
+        );
+    }
 
     #[test]
     fn the_discrete_gaussian_has_mean_zero_and_the_asked_variance() {

@@ -13,6 +13,7 @@ use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use insitu_federated::dp::DEFAULT_DELTA;
 use insitu_federated::{Progress, RoundReport, Site, Strategy, TrainingJob};
 use insitu_ledger::{AgreementId, Did, Ledger, RegisterAsset, ServiceType};
 use serde::{Deserialize, Serialize};
@@ -92,8 +93,12 @@ pub async fn run(cmd: TrainCommand) -> Result<()> {
                 }
             );
             for r in &record.rounds {
+                let privacy = r
+                    .epsilon
+                    .map(|e| format!(", DP spent ε = {e:.3} (δ = {DEFAULT_DELTA:e})"))
+                    .unwrap_or_default();
                 outln!(
-                    "  round {:>3}: {} providers, {} samples, {} dropped, {} ms",
+                    "  round {:>3}: {} providers, {} samples, {} dropped, {} ms{privacy}",
                     r.round,
                     r.contributors.len(),
                     r.samples,
@@ -374,6 +379,11 @@ async fn start(a: TrainStartArgs) -> Result<()> {
         last.map_or(0, |r| r.samples),
         last.map_or(0, |r| r.contributors.len())
     );
+    if let Some(e) = last.and_then(|r| r.epsilon) {
+        eprintln!(
+            "DP-FedAvg spent ε = {e:.3} at δ = {DEFAULT_DELTA:e}, each provider's data the unit"
+        );
+    }
     eprintln!(
         "model {did} (sha256 {hash}, {} parameters) in {}",
         outcome.model.parameters(),

@@ -50,6 +50,10 @@ pub struct RoundReport {
     /// Providers dropped during the round, with why.
     pub dropped: Vec<(Address, String)>,
     pub millis: u64,
+    /// Under DP-FedAvg: the ε of (ε, [`crate::dp::DEFAULT_DELTA`])-DP the job has
+    /// spent up to and including this round, with each provider's data as the unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
 }
 
 /// How the job ended.
@@ -367,6 +371,9 @@ impl TrainingJob {
         let mut model = model;
         let mut optimizer = ServerOptimizer::new(self.strategy);
         let mut reports = Vec::new();
+        let mut accountant = self
+            .dp
+            .map(|dp| crate::dp::Accountant::new(&dp, &self.codec, model.parameters()));
         for round in 1..=self.rounds {
             if links.len() < self.needed() {
                 return Err(FederatedError::Aborted(format!(
@@ -389,12 +396,17 @@ impl TrainingJob {
             };
             let next = optimizer.step(&model.flatten(), &update)?;
             model = model.with_values(&next)?;
+            let epsilon = accountant.as_mut().map(|a| {
+                a.round(contributors.len());
+                a.epsilon(crate::dp::DEFAULT_DELTA)
+            });
             let report = RoundReport {
                 round,
                 contributors,
                 samples,
                 dropped,
                 millis: started.elapsed().as_millis() as u64,
+                epsilon,
             };
             tracing::info!(job = %self.job, round, samples, contributors = report.contributors.len(), dropped = report.dropped.len(), "round done");
             progress(Progress::Round(report.clone()));

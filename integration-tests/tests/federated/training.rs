@@ -246,6 +246,26 @@ async fn federate(plan: Plan) {
     );
     let status = run(fed.consumer(&world).args(["train", "status", &job])).await;
     assert!(status.contains("succeeded"), "{status}");
+    // Under DP the record carries the privacy spent, round by round. Every provider
+    // survived every round, so it is the Gaussian mechanism's: rho = rounds / (2 z^2).
+    // (This test's z is tiny, for accuracy, and its epsilon says it protects nothing.)
+    if let Some((_, z)) = plan.dp {
+        let eps: Vec<f64> = rounds
+            .iter()
+            .map(|r| r["epsilon"].as_f64().expect("epsilon in a DP round"))
+            .collect();
+        assert!(eps.windows(2).all(|w| w[1] > w[0]), "{eps:?}");
+        let rho = f64::from(plan.rounds) / (2.0 * z * z);
+        let expected = rho + 2.0 * (rho * 1e5f64.ln()).sqrt();
+        let last = eps[eps.len() - 1];
+        assert!(
+            (last - expected).abs() < 0.01 * expected,
+            "epsilon {last} against {expected}"
+        );
+        assert!(status.contains("DP spent"), "{status}");
+    } else {
+        assert!(rounds.iter().all(|r| r.get("epsilon").is_none()));
+    }
 
     // Lineage: every provider that saw the job to its end recorded its part as a run:
     // START, then COMPLETE with one masked update a round as its output.

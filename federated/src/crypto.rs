@@ -6,6 +6,7 @@
 use alloy::primitives::Address;
 use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use rand::seq::SliceRandom;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -144,26 +145,45 @@ pub fn split(secret: &Secret, t: usize, n: usize) -> Result<Vec<Vec<u8>>> {
     Ok(shares)
 }
 
+/// Random `t`-subsets tried after the contiguous windows, when some shares are wrong.
+/// With 100 shares, a threshold of 51 and 3 wrong shares, a subset is all correct with
+/// probability 0.11, so 512 tries miss with probability below 10⁻²⁶.
+const MAX_SUBSETS: usize = 512;
+
 /// Rebuilds a secret from `t` or more shares, each with its holder's place in the
 /// owner's neighbourhood, accepting only a result that passes `check`. A wrong share
-/// yields a wrong secret, not an error, so with more than `t` shares further windows
-/// of `t` are tried.
+/// yields a wrong secret, not an error. So malformed shares are set aside first; then
+/// every contiguous window of `t` is tried, then random `t`-subsets, which outvote a
+/// few wrong shares wherever they sit.
 pub fn combine_checked(
     shares: &[(usize, Vec<u8>)],
     t: usize,
     check: impl Fn(&Secret) -> bool,
 ) -> Result<Secret> {
-    if shares.len() < t {
+    let usable: Vec<&(usize, Vec<u8>)> = shares
+        .iter()
+        .filter(|(index, share)| well_formed(*index, share))
+        .collect();
+    if t == 0 || usable.len() < t {
         return Err(FederatedError::Aborted(format!(
-            "{} shares, fewer than the threshold {t}",
-            shares.len()
+            "{} well-formed shares, fewer than the threshold {t}",
+            usable.len()
         )));
     }
-    for start in 0..=shares.len() - t {
-        if let Ok(s) = combine(&shares[start..], t)
-            && check(&s)
-        {
+    let attempt = |pick: &[&(usize, Vec<u8>)]| combine(pick).ok().filter(|s| check(s));
+    for start in 0..=usable.len() - t {
+        if let Some(s) = attempt(&usable[start..start + t]) {
             return Ok(s);
+        }
+    }
+    if usable.len() > t {
+        let mut pool = usable;
+        let mut rng = rand::rng();
+        for _ in 0..MAX_SUBSETS {
+            let (chosen, _) = pool.partial_shuffle(&mut rng, t);
+            if let Some(s) = attempt(chosen) {
+                return Ok(s);
+            }
         }
     }
     Err(FederatedError::Aborted(
@@ -171,29 +191,66 @@ pub fn combine_checked(
     ))
 }
 
-/// Rebuilds a secret from the first `t` shares, each with its holder's place.
-fn combine(shares: &[(usize, Vec<u8>)], t: usize) -> Result<Secret> {
-    if shares.len() < t {
-        return Err(FederatedError::Aborted(format!(
-            "{} shares, fewer than the threshold {t}",
-            shares.len()
-        )));
-    }
-    let mut picked = Vec::with_capacity(t);
-    for (index, share) in shares.iter().take(t) {
-        // A share's first byte is its identifier: the holder's index plus one.
-        if share.len() != SHARE_BYTES || usize::from(share[0]) != index + 1 {
-            return Err(FederatedError::Refused(format!(
-                "a share from neighbour {index} is malformed"
-            )));
-        }
-        picked.push(share.clone());
-    }
-    let bytes = vsss_rs::Gf256::combine_bytes(&picked)
-        .map_err(|e| FederatedError::Refused(format!("shares do not combine: {e:?}")))?;
+/// A share's first byte is its identifier: the holder's index plus one.
+fn well_formed(index: usize, share: &[u8]) -> bool {
+    share.len() == SHARE_BYTES && usize::from(share[0]) == index + 1
+}
+
+/// Rebuilds a secret from well-formed shares, each with its holder's place.
+fn combine(shares: &[&(usize, Vec<u8>)]) -> Result<Secret> {
+    let picked: Zeroizing<Vec<Vec<u8>>> =
+        Zeroizing::new(shares.iter().map(|(_, share)| share.clone()).collect());
+    let bytes = Zeroizing::new(
+        vsss_rs::Gf256::combine_bytes(picked.as_slice())
+            .map_err(|e| FederatedError::Refused(format!("shares do not combine: {e:?}")))?,
+    );
     let arr: [u8; 32] = bytes
         .as_slice()
         .try_into()
         .map_err(|_| FederatedError::Refused("a rebuilt secret is not 32 bytes".into()))?;
     Ok(Secret(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shares_of(secret: &Secret, t: usize, n: usize) -> Vec<(usize, Vec<u8>)> {
+        split(secret, t, n)
+            .expect("split")
+            .into_iter()
+            .enumerate()
+            .collect()
+    }
+
+    #[test]
+    fn wrong_shares_in_every_window_are_outvoted() {
+        let secret = Secret::random();
+        let (t, n) = (51, 100);
+        let mut shares = shares_of(&secret, t, n);
+        // Every contiguous window of 51 holds one of these.
+        for i in [20, 50, 80] {
+            shares[i].1[7] ^= 0x5a;
+        }
+        // And a malformed one: the wrong identifier.
+        shares[3].1[0] = 99;
+        let rebuilt = combine_checked(&shares, t, |s| s.0 == secret.0).expect("outvoted");
+        assert_eq!(rebuilt.0, secret.0);
+    }
+
+    #[test]
+    fn too_few_right_shares_abort() {
+        let secret = Secret::random();
+        let (t, n) = (6, 10);
+        let mut shares = shares_of(&secret, t, n);
+        // Wrong in every byte: errors confined to one byte could cancel out in some
+        // subset, which would then rebuild the right secret.
+        for share in shares.iter_mut().take(5) {
+            rand::fill(&mut share.1[1..]);
+        }
+        let e = combine_checked(&shares, t, |s| s.0 == secret.0).expect_err("5 right of 6");
+        assert!(matches!(e, FederatedError::Aborted(_)), "{e}");
+        let e = combine_checked(&shares[..5], t, |_| true).expect_err("too few");
+        assert!(e.to_string().contains("fewer than the threshold"), "{e}");
+    }
 }

@@ -50,11 +50,20 @@ pub(crate) async fn run(cmd: &mut Command) -> String {
         .to_string()
 }
 
+/// A port for a provider to listen on later. It is taken below the kernel's ephemeral
+/// range (32768 and up), which the outgoing connections of concurrent tests draw their
+/// source ports from: a port picked there could be taken by one of them before the
+/// provider binds it. A counter keeps this process's picks apart.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = (std::process::id() % 1_000) * 12;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(20_000 + (start + n) % 12_000).expect("a port below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Federation {

@@ -233,11 +233,8 @@ impl RunLifecycle {
         inputs: Vec<Dataset>,
         agreement: Option<InsituAgreementRunFacet>,
     ) -> Self {
-        let digest = alloy::primitives::keccak256(run_key.as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
         RunLifecycle {
-            run_id: uuid::Builder::from_random_bytes(bytes).into_uuid(),
+            run_id: derived_run_id(run_key.as_bytes()),
             job: Job {
                 namespace: namespace.into(),
                 name: format!("query.{}", &hex_digest(sql)[..16]),
@@ -261,16 +258,11 @@ impl RunLifecycle {
         inputs: Vec<Dataset>,
         agreement: Option<InsituAgreementRunFacet>,
     ) -> Self {
-        let short: String = algorithm
-            .trim_start_matches("sha256:")
-            .chars()
-            .take(16)
-            .collect();
         RunLifecycle {
             run_id: job_id,
             job: Job {
                 namespace: namespace.into(),
-                name: format!("compute.{short}"),
+                name: format!("compute.{}", algorithm_prefix(algorithm)),
                 facets: JobFacets {
                     sql: None,
                     job_type: Some(JobTypeJobFacet::new("COMPUTE")),
@@ -297,19 +289,15 @@ impl RunLifecycle {
         let mut key = b"insitu/train-run".to_vec();
         key.extend_from_slice(&job);
         key.extend_from_slice(&provider);
-        let digest = alloy::primitives::keccak256(&key);
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        let short: String = algorithm
-            .trim_start_matches("sha256:")
-            .chars()
-            .take(16)
-            .collect();
         RunLifecycle {
-            run_id: uuid::Builder::from_random_bytes(bytes).into_uuid(),
+            run_id: derived_run_id(&key),
             job: Job {
                 namespace: namespace.into(),
-                name: format!("train.{}.{short}", &hex::encode(job)[..16]),
+                name: format!(
+                    "train.{}.{}",
+                    &hex::encode(job)[..16],
+                    algorithm_prefix(algorithm)
+                ),
                 facets: JobFacets {
                     sql: None,
                     job_type: Some(JobTypeJobFacet::new("TRAINING")),
@@ -411,6 +399,23 @@ impl RunLifecycle {
         facets.error_message = Some(ErrorMessageRunFacet::new(message));
         self.event(EventType::Fail, facets, None)
     }
+}
+
+/// A run id that every process deriving it from `key` agrees on.
+fn derived_run_id(key: &[u8]) -> uuid::Uuid {
+    let digest = alloy::primitives::keccak256(key);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// The first 16 hex digits of a module's `sha256:` hash, for job names.
+fn algorithm_prefix(algorithm: &str) -> String {
+    algorithm
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(16)
+        .collect()
 }
 
 /// A stable short name for a statement (so reruns of one query are one job).

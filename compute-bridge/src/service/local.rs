@@ -58,12 +58,7 @@ impl ComputeService {
             .map_err(|e| ComputeError::Unavailable(format!("reading the catalog: {e}")))?
             .filter(|a| a.registered)
             .ok_or_else(|| ComputeError::Denied(format!("{did} is not served here")))?;
-        let location = inner
-            .catalog
-            .location(did)
-            .await
-            .map_err(|e| ComputeError::Unavailable(format!("reading the catalog: {e}")))?
-            .ok_or_else(|| ComputeError::Denied(format!("{did} is not served here")))?;
+        let location = self.location_of(did).await?;
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| ComputeError::Internal(format!("creating the staging directory: {e}")))?;
@@ -94,16 +89,21 @@ impl ComputeService {
         let Some(lineage) = &inner.lineage else {
             return Ok(None);
         };
-        let location = inner
-            .catalog
-            .location(did)
-            .await
-            .map_err(|e| ComputeError::Unavailable(format!("reading the catalog: {e}")))?
-            .ok_or_else(|| ComputeError::Denied(format!("{did} is not served here")))?;
+        let location = self.location_of(did).await?;
         let input = crate::lineage::dataset(&location.url, inner.ledger.chain_id(), did);
         Ok(Some(TrainingRun::new(
             lineage, job, algorithm, input, agreement, consumer,
         )))
+    }
+
+    /// Where `did` is stored, if this provider serves it. Never leaves this process.
+    async fn location_of(&self, did: Did) -> Result<insitu_catalog::StorageLocation> {
+        self.inner
+            .catalog
+            .location(did)
+            .await
+            .map_err(|e| ComputeError::Unavailable(format!("reading the catalog: {e}")))?
+            .ok_or_else(|| ComputeError::Denied(format!("{did} is not served here")))
     }
 
     /// Runs `module` once on `data_dir` through this provider's backend, under its limits

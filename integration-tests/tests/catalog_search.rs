@@ -243,6 +243,10 @@ async fn specification(store: AssetStore) {
     assert_eq!(scored.hits.len(), 20, "default page size");
     assert!(scored.hits.iter().all(|h| h.score.is_some()));
 
+    // A single letter is a word, not a prefix of every word starting with it.
+    assert!(names(s, text("t")).await.is_empty());
+    assert_eq!(names(s, text("ta")).await, ["Taxi trips 2025"]);
+
     // Query syntax typed by a user is searched as words, never parsed.
     for hostile in [
         r#""lineitem OR *"#,
@@ -359,4 +363,47 @@ async fn catalogs_written_before_search_existed_are_indexed_on_open() {
     let reopened = AssetStore::open(&url).await.expect("reopen");
     assert_eq!(names(&reopened, text("legacy")).await, ["Legacy asset"]);
     assert_eq!(reopened.history(d.did).await.expect("history").len(), 1);
+}
+
+#[tokio::test]
+async fn a_text_index_without_prefixes_is_rebuilt_on_open() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let store = AssetStore::open(&url).await.expect("open");
+    let d = ddo(
+        11,
+        A,
+        "Customer churn",
+        "Monthly churn per customer segment",
+        &["crm"],
+        &["customer_id", "churned"],
+        &[(Download, 0)],
+    );
+    add(&store, &d).await.expect("add");
+    // The text index as versions before the prefix index made it, on one connection
+    // (another's cached schema would still hold the dropped table).
+    let mut conn = store.pool().acquire().await.expect("connection");
+    for sql in [
+        "CREATE VIRTUAL TABLE old_fts USING fts5(name, description, tags, columns,
+            tokenize = 'porter unicode61 remove_diacritics 2')",
+        "INSERT INTO old_fts (rowid, name, description, tags, columns)
+            SELECT rowid, name, description, tags, columns FROM asset_fts",
+        "DROP TABLE asset_fts",
+        "ALTER TABLE old_fts RENAME TO asset_fts",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await.expect(sql);
+    }
+    drop(conn);
+    assert_eq!(names(&store, text("customer_id")).await, ["Customer churn"]);
+    drop(store);
+    let reopened = AssetStore::open(&url).await.expect("reopen");
+    let (definition,): (String,) =
+        sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'asset_fts'")
+            .fetch_one(reopened.pool())
+            .await
+            .expect("definition");
+    assert!(definition.contains("prefix"), "{definition}");
+    for t in ["customer_id", "custom", "churn", "crm"] {
+        assert_eq!(names(&reopened, text(t)).await, ["Customer churn"], "{t}");
+    }
 }

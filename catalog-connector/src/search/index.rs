@@ -12,7 +12,7 @@ use crate::ddo::Ddo;
 use crate::error::{Result, db};
 use crate::store::Backend;
 
-use super::text::normalised;
+use super::text::{MIN_PREFIX, normalised};
 
 /// Filter tables shared by both backends. They are keyed by the asset's integer id in
 /// `asset_search`, and each lookup index covers the id: a tag's assets are one index
@@ -51,12 +51,22 @@ const SQLITE: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS asset_search_by_owner ON asset_search (owner)",
     // Searches order by id (index order) now; the time index only cost writes.
     "DROP INDEX IF EXISTS asset_search_by_time",
-    // rowid = asset_search.id. Porter stemming so `orders` finds `order`.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS asset_fts USING fts5(
-        name, description, tags, columns,
-        tokenize = 'porter unicode61 remove_diacritics 2'
-    )",
 ];
+
+/// The FTS5 text index, rowid = `asset_search.id`. Porter stemming so `orders` finds
+/// `order`. The two-character prefix index answers the shortest prefix a search
+/// expands (`customer_id` is the phrase `customer id*`) from one list instead of a
+/// merge of every indexed word starting with those letters; it costs about a fifth
+/// more index.
+fn fts_table(name: &str) -> String {
+    format!(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(
+            name, description, tags, columns,
+            tokenize = 'porter unicode61 remove_diacritics 2',
+            prefix = '{MIN_PREFIX}'
+        )"
+    )
+}
 
 const POSTGRES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS asset_search (
@@ -88,7 +98,62 @@ pub(crate) async fn create(conn: &mut AnyConnection, backend: Backend) -> Result
             .await
             .map_err(db("creating the search index"))?;
     }
+    if backend == Backend::Sqlite {
+        upgrade_fts(conn).await?;
+    }
     Ok(())
+}
+
+/// Creates the text index, or rebuilds one made by an older version (without the
+/// prefix index) in place: FTS5 cannot add a prefix index to an existing table. The
+/// copy happens in one transaction, so a crash leaves the old index whole. Two
+/// processes opening the catalog at once may both rebuild; the second copies the
+/// first's result.
+async fn upgrade_fts(conn: &mut AnyConnection) -> Result<()> {
+    let current: Option<(String,)> =
+        sqlx::query_as("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'asset_fts'")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading the text index's definition"))?;
+    let Some((sql,)) = current else {
+        return sqlx::query(sqlx::AssertSqlSafe(fts_table("asset_fts")))
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(db("creating the text index"));
+    };
+    if sql.contains(&format!("prefix = '{MIN_PREFIX}'")) {
+        return Ok(());
+    }
+    tracing::info!("rebuilding the catalog's text index with a prefix index");
+    let mut tx = sqlx::Connection::begin(&mut *conn)
+        .await
+        .map_err(db("starting the text index rebuild"))?;
+    let steps = [
+        "DROP TABLE IF EXISTS asset_fts_next".to_string(),
+        fts_table("asset_fts_next"),
+        "INSERT INTO asset_fts_next (rowid, name, description, tags, columns)
+         SELECT rowid, name, description, tags, columns FROM asset_fts"
+            .to_string(),
+        "DROP TABLE asset_fts".to_string(),
+        "ALTER TABLE asset_fts_next RENAME TO asset_fts".to_string(),
+    ];
+    for step in steps {
+        sqlx::query(sqlx::AssertSqlSafe(step))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("rebuilding the text index"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(db("committing the text index rebuild"))?;
+    // The new index is all in the write-ahead log, where every read would look it up
+    // page by page until the next write restarts the log; move it into the database.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(db("checkpointing the rebuilt text index"))
 }
 
 /// `price` as the index stores it.

@@ -39,7 +39,7 @@ const MAX_TAGS: usize = 8;
 #[serde(default, deny_unknown_fields)]
 pub struct SearchQuery {
     /// Words to find in name, description, tags or column names; each must match, the
-    /// last token of each word as a prefix.
+    /// last token of each word as a prefix when it has two characters or more.
     pub text: Option<String>,
     /// Tags the asset must all carry (case-insensitive).
     pub tags: Vec<String>,

@@ -49,18 +49,31 @@ pub(crate) fn normalised(s: &str) -> String {
     tokens(s).join(" ")
 }
 
+/// Shortest last token matched as a prefix. A single letter would stand for every
+/// word starting with it: the whole catalog to rank, and no help to the user.
+pub(crate) const MIN_PREFIX: usize = 2;
+
+/// Whether the last token of a word is matched as a prefix.
+fn is_prefix(word: &[String]) -> bool {
+    word.last().is_some_and(|t| t.chars().count() >= MIN_PREFIX)
+}
+
 /// An FTS5 MATCH expression: every word must match, each as a phrase whose last token
-/// is a prefix (so `ship` finds `shipping` while the user is still typing).
+/// is a prefix (so `ship` finds `shipping` while the user is still typing) unless it is
+/// a single character.
 pub(crate) fn fts5_match(words: &[Vec<String>]) -> String {
     words
         .iter()
-        .map(|w| format!("\"{}\"*", w.join(" ")))
+        .map(|w| {
+            let star = if is_prefix(w) { "*" } else { "" };
+            format!("\"{}\"{star}", w.join(" "))
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
 /// The same query as a Postgres tsquery: `&` between words, `<->` (followed by)
-/// between a word's tokens, `:*` prefix on its last token.
+/// between a word's tokens, `:*` prefix on its last token unless it is one character.
 pub(crate) fn tsquery(words: &[Vec<String>]) -> String {
     words
         .iter()
@@ -69,7 +82,7 @@ pub(crate) fn tsquery(words: &[Vec<String>]) -> String {
             w.iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    if i + 1 == n {
+                    if i + 1 == n && is_prefix(w) {
                         format!("'{t}':*")
                     } else {
                         format!("'{t}'")
@@ -99,12 +112,19 @@ mod tests {
                 vec!["b".into()],
             ]
         );
-        assert_eq!(fts5_match(&w), r#""name x"* "or"* "drop"* "near a"* "b"*"#);
+        assert_eq!(fts5_match(&w), r#""name x" "or"* "drop"* "near a" "b""#);
         assert_eq!(
             tsquery(&w[..1]),
-            "'name' <-> 'x':*",
+            "'name' <-> 'x'",
             "a word's tokens follow each other"
         );
+    }
+
+    #[test]
+    fn a_single_letter_is_a_word_not_a_prefix() {
+        let w = words("customer_i c ab").expect("words");
+        assert_eq!(fts5_match(&w), r#""customer i" "c" "ab"*"#);
+        assert_eq!(tsquery(&w), "'customer' <-> 'i' & 'c' & 'ab':*");
     }
 
     #[test]

@@ -20,6 +20,9 @@ use crate::error::Result;
 const QUEUE: usize = 100_000;
 /// Events written in one transaction, at most.
 const BATCH: usize = 512;
+/// How long the writer gathers events before writing them in one transaction. Events
+/// sit in memory this much longer at most; lineage is delivered later anyway.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Queued {
     Event(Box<RunEvent>, u64),
@@ -99,14 +102,21 @@ async fn write(
     let mut batch: Vec<(Box<RunEvent>, u64)> = Vec::with_capacity(BATCH);
     let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
+        // Gather for a moment before writing: each write is a commit, and each commit
+        // an fsync. Queries one after another would otherwise pay one each, on the
+        // cores the queries run on. A flush writes at once.
+        let deadline = tokio::time::Instant::now() + GATHER;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
                 Queued::Event(e, at) => batch.push((e, at)),
                 Queued::Flush(done) => waiting.push(done),
             }
-            if batch.len() < BATCH {
-                next = rx.try_recv().ok();
+            if batch.len() < BATCH && waiting.is_empty() {
+                next = tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten();
             }
         }
         let mut delay = std::time::Duration::from_millis(100);

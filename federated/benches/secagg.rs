@@ -12,9 +12,10 @@
 //! - upload bytes per client against the raw float32 model.
 //!
 //! Each with every client every other's neighbour (the complete graph), and again on a
-//! SecAgg+ graph of degree 20. On the complete graph, Flower's SecAgg+ runs the same
-//! round when its venv exists (federated/benches/flower/README.md), in its simulation
-//! engine unless `INSITU_FLOWER_MODE=direct`, and the ratio is printed.
+//! SecAgg+ graph of degree 20. Flower's SecAgg+ runs the same round, on the same graph
+//! (complete, or 21 shares with threshold 15), when its venv exists
+//! (federated/benches/flower/README.md), in its simulation engine unless
+//! `INSITU_FLOWER_MODE=direct`, and the ratio is printed.
 //!
 //! `cargo bench -p insitu-federated --bench secagg` (release). Documented in
 //! docs/benchmarks.md.
@@ -183,18 +184,30 @@ fn main() {
 
     let complete = RoundRules::majority(CLIENTS).expect("rules");
     let sparse = RoundRules::sparse(CLIENTS, SPARSE_DEGREE).expect("sparse rules");
+    // Flower's graph for each: every client (its default here), or the same degree
+    // and neighbourhood threshold as ours (`num_shares` counts the share a client
+    // keeps, so it is the degree plus one).
+    let flower_sparse = Some((
+        SPARSE_DEGREE + 1,
+        insitu_federated::Neighbours::default_threshold(SPARSE_DEGREE),
+    ));
     let configs = [
-        ("0 % dropouts", complete, 0usize, true),
-        ("10 % dropouts", complete, CLIENTS / 10, true),
-        ("SecAgg+ graph of degree 20, 0 % dropouts", sparse, 0, false),
+        ("0 % dropouts", complete, 0usize, None),
+        ("10 % dropouts", complete, CLIENTS / 10, None),
+        (
+            "SecAgg+ graph of degree 20, 0 % dropouts",
+            sparse,
+            0,
+            flower_sparse,
+        ),
         (
             "SecAgg+ graph of degree 20, 10 % dropouts",
             sparse,
             CLIENTS / 10,
-            false,
+            flower_sparse,
         ),
     ];
-    for (label, rules, dropouts, against_flower) in configs {
+    for (label, rules, dropouts, flower_graph) in configs {
         let r = round(&updates, &codec, rules, dropouts);
         let mut expect = vec![0u32; PARAMS + 1];
         for e in &encoded[..CLIENTS - dropouts] {
@@ -236,10 +249,7 @@ fn main() {
             mib(raw),
             upload as f64 / raw as f64
         );
-        if let Some(flower) = against_flower
-            .then(|| flower_server_seconds(dropouts))
-            .flatten()
-        {
+        if let Some(flower) = flower_server_seconds(dropouts, flower_graph) {
             println!(
                 "  Flower SecAgg+ server ({} mode, same sizes, this run)  {:8.1} ms   insitu is {:.1}x faster   (target >= 10x)",
                 flower_mode(),
@@ -261,7 +271,9 @@ fn flower_mode() -> String {
 /// `benches/flower/secaggplus_bench.py` in the venv its README sets up
 /// (`INSITU_FLOWER_PYTHON`, default `~/.cache/insitu/flwr-venv/bin/python`). `None`,
 /// with the reason printed, when that Python is not installed or the run fails.
-fn flower_server_seconds(dropouts: usize) -> Option<f64> {
+/// `graph` is Flower's `num_shares` and `reconstruction_threshold` for a sparse graph,
+/// `None` for the complete one.
+fn flower_server_seconds(dropouts: usize, graph: Option<(usize, usize)>) -> Option<f64> {
     let python = std::env::var_os("INSITU_FLOWER_PYTHON")
         .map(std::path::PathBuf::from)
         .or_else(|| {
@@ -279,8 +291,13 @@ fn flower_server_seconds(dropouts: usize) -> Option<f64> {
         env!("CARGO_MANIFEST_DIR"),
         "/benches/flower/secaggplus_bench.py"
     );
-    let out = std::process::Command::new(&python)
-        .arg(script)
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(script);
+    if let Some((shares, threshold)) = graph {
+        cmd.args(["--num-shares", &shares.to_string()])
+            .args(["--reconstruction-threshold", &threshold.to_string()]);
+    }
+    let out = cmd
         .args([
             "--clients",
             &CLIENTS.to_string(),

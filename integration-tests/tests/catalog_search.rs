@@ -320,10 +320,15 @@ async fn specification(store: AssetStore) {
     let _ = (&f.hospital, &f.orders);
 }
 
+/// A catalog database file in `dir`, reopened by the tests that simulate older versions.
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("catalog.db").display())
+}
+
 #[tokio::test]
 async fn search_finds_the_right_assets_on_sqlite_fts5() {
     let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let url = sqlite_url(&dir);
     specification(AssetStore::open(&url).await.expect("open")).await;
 }
 
@@ -336,7 +341,7 @@ async fn search_finds_the_right_assets_on_postgres_full_text() {
 #[tokio::test]
 async fn catalogs_written_before_search_existed_are_indexed_on_open() {
     let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let url = sqlite_url(&dir);
     let store = AssetStore::open(&url).await.expect("open");
     let d = ddo(
         9,
@@ -368,7 +373,7 @@ async fn catalogs_written_before_search_existed_are_indexed_on_open() {
 #[tokio::test]
 async fn a_text_index_without_prefixes_is_rebuilt_on_open() {
     let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let url = sqlite_url(&dir);
     let store = AssetStore::open(&url).await.expect("open");
     let d = ddo(
         11,
